@@ -1,0 +1,67 @@
+//! Every limit and default of Rotor, in one place, each with what it costs.
+//!
+//! Limits on untrusted input are checked before any allocation. Compile-time asserts at the
+//! bottom tie related limits together.
+
+// ---------------------------------------------------------------------------------------
+// Wire protocol
+// ---------------------------------------------------------------------------------------
+
+/// Longest key, in bytes. Keys live in every index entry and every record; 64 KiB keeps the
+/// index honest and matches what Dynamo-style users store (ids, paths).
+pub const KEY_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest value, in bytes. The Dynamo paper's objects are under 1 MB; larger values would
+/// make one request stall a core for everyone else sharing it.
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Most siblings one key may carry. Riak's hard maximum is 100; past this a write is refused
+/// with a typed error instead of growing an object without bound.
+pub const SIBLINGS_MAX: usize = 100;
+
+/// Siblings at which a warning is logged (Riak warns at 25).
+pub const SIBLINGS_WARN: usize = 25;
+
+/// Largest frame body a peer may send, in bytes. A reply can carry up to `SIBLINGS_MAX`
+/// siblings of `VALUE_BYTES_MAX`, but a server refuses to build anything larger than this
+/// and reports `TooLarge` instead, so a receive buffer never grows past it.
+pub const FRAME_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------
+// Ring
+// ---------------------------------------------------------------------------------------
+
+/// Default number of partitions Q. 1024 keeps ownership within 5% of even for clusters of up
+/// to ~64 nodes (16 partitions each) while a ring snapshot stays a few KiB.
+pub const PARTITIONS_DEFAULT: u32 = 1024;
+
+/// Most partitions a ring may have (partition ids travel as u32, owners tables as Q entries).
+pub const PARTITIONS_MAX: u32 = 1 << 16;
+
+/// Default replication factor N and read and write quorums R and W (Dynamo's 3, 2, 2).
+pub const REPLICAS_DEFAULT: u8 = 3;
+/// Default read quorum R.
+pub const READ_QUORUM_DEFAULT: u8 = 2;
+/// Default write quorum W.
+pub const WRITE_QUORUM_DEFAULT: u8 = 2;
+
+/// Most replicas a request may ask for.
+pub const REPLICAS_MAX: u8 = 16;
+
+// ---------------------------------------------------------------------------------------
+// Store
+// ---------------------------------------------------------------------------------------
+
+/// Default size of one segment file. Segments are preallocated with fallocate and mapped, so
+/// this is also the unit of compaction: 64 MiB rewrites in well under a second.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// Default interval of the group-commit fsync, in milliseconds.
+pub const GROUP_COMMIT_INTERVAL_MS_DEFAULT: u64 = 2;
+
+const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < FRAME_BODY_BYTES_MAX);
+const _: () = assert!(PARTITIONS_DEFAULT.is_power_of_two());
+const _: () = assert!(PARTITIONS_MAX.is_power_of_two());
+const _: () = assert!(READ_QUORUM_DEFAULT <= REPLICAS_DEFAULT);
+const _: () = assert!(WRITE_QUORUM_DEFAULT <= REPLICAS_DEFAULT);
+const _: () = assert!(SIBLINGS_WARN < SIBLINGS_MAX);
