@@ -121,13 +121,13 @@ impl<'a> Reader<'a> {
 /// It never fails: once the bytes run out every choice is zero, so any input builds some
 /// message, and similar inputs build similar messages (which helps fuzzers and shrinking).
 #[derive(Debug)]
-pub struct Entropy<'a> {
+pub(crate) struct Entropy<'a> {
     data: &'a [u8],
 }
 
 impl<'a> Entropy<'a> {
     /// Choices drawn from `data`, front to back.
-    pub fn new(data: &'a [u8]) -> Self {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
         Entropy { data }
     }
 

@@ -23,7 +23,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 use crate::constants::FRAME_BODY_BYTES_MAX;
 
 pub use error::{Error, ErrorCode};
-pub use field::{Entropy, List};
+pub use field::List;
 pub use message::*;
 
 /// The four bytes every frame starts with: ASCII `ROTR`.
@@ -203,7 +203,7 @@ impl<'a> Frame<'a> {
     /// every opcode is reachable and every field is within its limits. It may still fail to
     /// encode where fields must agree (a topology's owners must name listed nodes).
     pub fn arbitrary(data: &'a [u8]) -> Frame<'a> {
-        let mut e = Entropy::new(data);
+        let mut e = field::Entropy::new(data);
         let all = Opcode::ALL;
         let opcode = all
             .get(e.below(all.len()))
