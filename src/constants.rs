@@ -27,6 +27,46 @@ pub const SIBLINGS_WARN: usize = 25;
 /// and reports `TooLarge` instead, so a receive buffer never grows past it.
 pub const FRAME_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// Longest client context, in bytes. A context is a version vector (one actor and counter per
+/// replica incarnation that ever wrote the key): 64 KiB holds thousands of actors, while a
+/// client cannot make a server hold or parse more than that per request.
+pub const CONTEXT_BYTES_MAX: usize = 64 * 1024;
+
+/// Longest causal state of one key (all its siblings with their dots), in bytes. States are
+/// only ever bounded by the frame that carries them: a state that does not fit in a frame
+/// cannot be replicated, so writes that would grow one past this are refused.
+pub const STATE_BYTES_MAX: usize = FRAME_BODY_BYTES_MAX;
+
+/// Longest short text on the wire (node address, zone name, statistic name, error message),
+/// in bytes. These are names, not data; 1 KiB keeps a topology of `NODES_MAX` nodes small.
+pub const TEXT_BYTES_MAX: usize = 1024;
+
+/// Most nodes in one topology or gossip message. Owners refer to nodes by a u16 index; 4096
+/// is far above Dynamo's few hundred nodes while a full gossip state stays under a few MiB.
+pub const NODES_MAX: usize = 4096;
+
+/// Most shards (cores, and so per-core ports) one node may announce. Each costs two bytes in
+/// every topology entry; 1024 is above any machine Rotor runs on.
+pub const SHARDS_PER_NODE_MAX: usize = 1024;
+
+/// Most counters in one STATS reply. A counter costs ~30 bytes; 64 Ki of them is ~2 MiB.
+pub const STATS_ENTRIES_MAX: usize = 64 * 1024;
+
+/// Most Merkle buckets named or hashed by one message (8 bytes each in a range reply, so
+/// at most 512 KiB). A tree level wider than this is compared in several requests.
+pub const MERKLE_BUCKETS_MAX: usize = 64 * 1024;
+
+/// Most key/state entries in one transfer batch or Merkle keys reply. Each entry costs at
+/// least 8 bytes of lengths; the frame limit bounds the bytes, this bounds the count (and so
+/// the receiver's per-entry work and allocation) for batches of tiny keys.
+pub const BATCH_ENTRIES_MAX: usize = 64 * 1024;
+
+// Lengths and counts travel as u32, node indexes and shards as u16.
+const _: () = assert!(FRAME_BODY_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(NODES_MAX <= u16::MAX as usize + 1);
+const _: () = assert!(SHARDS_PER_NODE_MAX <= u16::MAX as usize + 1);
+const _: () = assert!(CONTEXT_BYTES_MAX < FRAME_BODY_BYTES_MAX);
+
 // ---------------------------------------------------------------------------------------
 // Ring
 // ---------------------------------------------------------------------------------------
