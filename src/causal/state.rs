@@ -104,7 +104,9 @@ impl CausalState {
     pub fn siblings(&self) -> impl Iterator<Item = (Dot, &Value)> + '_ {
         self.entries.iter().flat_map(|entry| {
             let actor = entry.actor;
-            (entry.first_counter()..)
+            // An inclusive range: a counter may be u64::MAX, where `first..` would overflow
+            // stepping past the last value.
+            (entry.first_counter()..=entry.counter)
                 .zip(&entry.values)
                 .map(move |(counter, value)| (Dot { actor, counter }, value))
         })
@@ -413,9 +415,10 @@ struct Entry {
 }
 
 impl Entry {
-    /// Counter of the oldest value held (one past the counter when none is held).
+    /// Counter of the oldest value held (the counter itself when none is held). Written
+    /// so that a counter of u64::MAX cannot overflow; `values.len() <= counter` holds.
     fn first_counter(&self) -> u64 {
-        self.counter - self.values.len() as u64 + 1
+        self.counter - self.values.len().saturating_sub(1) as u64
     }
 
     /// How many of the held values a context that saw this actor up to `seen` did not see:

@@ -279,6 +279,26 @@ fn doomstone_a_replica_with_a_new_actor_after_data_loss_does_not_lose_writes() {
     assert_eq!(live(&merged(&resolved, &wiped)), ["v4"]);
 }
 
+/// A coordinator whose copy lags what a client's context saw of its own actor (say, an
+/// older copy of its state came back) numbers the new write past the context, so it never
+/// reissues a dot the context (and so other replicas) already knows.
+#[test]
+fn new_dots_are_numbered_past_what_the_context_saw_of_the_actor() {
+    let a = Actor(1);
+    let mut current = CausalState::new();
+    put(&mut current, &Context::empty(), "v1", a);
+    let older_copy = current.clone();
+    for version in 2..=3 {
+        let read = current.read().context;
+        put(&mut current, &read, &format!("v{version}"), a);
+    }
+    let read = current.read().context;
+    let mut lagging = older_copy;
+    assert_eq!(put(&mut lagging, &read, "v4", a), dot(a, 4));
+    assert_eq!(live(&lagging), ["v4"]);
+    assert_eq!(live(&merged(&lagging, &current)), ["v4"]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Limits
 // ---------------------------------------------------------------------------------------
@@ -423,7 +443,12 @@ fn actors_past_the_maximum_are_refused() {
 
 #[test]
 fn a_forged_counter_at_the_maximum_is_refused_not_wrapped() {
+    // Found by the fuzzer: listing the siblings of such a state once overflowed.
     let forged = CausalState::decode(&raw_state(&[(1, u64::MAX, &[Some(b"x")])])).unwrap();
+    assert_eq!(live(&forged), ["x"]);
+    assert_eq!(forged.siblings().next().unwrap().0, dot(Actor(1), u64::MAX));
+    let covered = CausalState::decode(&raw_state(&[(1, u64::MAX, &[])])).unwrap();
+    assert_eq!(covered.siblings().count(), 0);
     let mut state = forged.clone();
     assert_eq!(
         state.update(&Context::empty(), bytes("y"), Actor(1)),
