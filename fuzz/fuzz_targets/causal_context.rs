@@ -41,6 +41,17 @@ fn check(bytes: &[u8]) {
         // Operations on any decodable state stay total.
         let (merged, _) = state.merge(&state).expect("merging a state with itself");
         assert_eq!(merged, state, "merge is idempotent");
+        // Merge and update against a real state that shares actors with the vectors (and
+        // the largest actor id): the counter arithmetic meets forged counters there.
+        let real = real_state();
+        if let (Ok((ab, _)), Ok((ba, _))) = (state.merge(&real), real.merge(&state)) {
+            assert_eq!(ab.sibling_count(), ba.sibling_count(), "merge commutes");
+            assert_eq!(ab.context(), ba.context(), "merge commutes");
+        }
+        let mut over_real = real.clone();
+        let _ = over_real.update(&state.context(), Value::Tombstone, Actor(7));
+        let mut over_state = state.clone();
+        let _ = over_state.update(&real.context(), Value::Tombstone, Actor(u64::MAX));
         let view = state.read();
         assert!(view.values.len() <= state.sibling_count());
         let context = view.context;
@@ -57,6 +68,16 @@ fn check(bytes: &[u8]) {
             assert!(updated.is_tombstone_only());
         }
     }
+}
+
+/// A state with writes of actor 0x1111111111111111 and of the largest actor id.
+fn real_state() -> CausalState {
+    let mut state = CausalState::new();
+    for actor in [0x1111_1111_1111_1111, u64::MAX, 0x1111_1111_1111_1111] {
+        let value = Value::Bytes(actor.to_le_bytes().to_vec());
+        let _ = state.update(&Context::empty(), value, Actor(actor));
+    }
+    state
 }
 
 /// The state's total length (bytes 3..7) set to the input length and the last four bytes
