@@ -105,3 +105,24 @@ const _: () = assert!(PARTITIONS_MAX.is_power_of_two());
 const _: () = assert!(READ_QUORUM_DEFAULT <= REPLICAS_DEFAULT);
 const _: () = assert!(WRITE_QUORUM_DEFAULT <= REPLICAS_DEFAULT);
 const _: () = assert!(SIBLINGS_WARN < SIBLINGS_MAX);
+
+// ---------------------------------------------------------------------------------------
+// Causality
+// ---------------------------------------------------------------------------------------
+
+/// Most actors (replica incarnations) one key's causal state or context may name. Every
+/// actor costs 16 bytes in each stored copy of the key and in every context a client holds,
+/// and update and merge walk them linearly. Actors are replicas that coordinated a write,
+/// never clients, so a key sees N of them plus one per replacement or data loss: 256 leaves
+/// room for years of churn while a context stays under 4.2 KiB. Past it a write is refused
+/// (typed error), never truncated, since dropping an entry could resurrect covered writes.
+pub const CAUSAL_ACTORS_MAX: usize = 256;
+
+// The causal formats carry actor and sibling counts as u16 and value lengths as u32.
+const _: () = assert!(CAUSAL_ACTORS_MAX <= u16::MAX as usize);
+const _: () = assert!(SIBLINGS_MAX <= u16::MAX as usize);
+const _: () = assert!(VALUE_BYTES_MAX <= u32::MAX as usize);
+// A causal state of the largest shape still has a length that fits its u32 field.
+const _: () = assert!(
+    SIBLINGS_MAX * (VALUE_BYTES_MAX + 5) + CAUSAL_ACTORS_MAX * 18 + 13 <= u32::MAX as usize
+);
