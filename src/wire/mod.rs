@@ -109,21 +109,25 @@ impl FrameError {
 /// The header is validated as soon as it has arrived, so a stranger's bytes or an oversized
 /// length are refused before any body is buffered; a bad magic is refused from its first
 /// wrong byte.
+#[inline]
 pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, FrameError> {
     let fatal = |error| FrameError {
         error,
         request_id: None,
         skip: None,
     };
-    let seen = buf.len().min(MAGIC.len());
-    if buf.get(..seen) != MAGIC.get(..seen) {
-        return Err(fatal(Error::BadMagic));
-    }
     let Ok((header, rest)) = Header::ref_from_prefix(buf) else {
+        let seen = buf.len().min(MAGIC.len());
+        if buf.get(..seen) != MAGIC.get(..seen) {
+            return Err(fatal(Error::BadMagic));
+        }
         return Ok(Decoded::Incomplete {
             needed: HEADER_BYTES.saturating_sub(buf.len()),
         });
     };
+    if header.magic != MAGIC {
+        return Err(fatal(Error::BadMagic));
+    }
     if header.version != VERSION {
         return Err(fatal(Error::UnsupportedVersion));
     }
