@@ -102,6 +102,21 @@ impl FrameError {
     pub fn must_close(&self) -> bool {
         self.skip.is_none()
     }
+
+    /// The `ERROR` frame that answers the bad frame: its request id (0 if unreadable), the
+    /// matching code and a short explanation.
+    pub fn reply(&self) -> Frame<'static> {
+        Frame {
+            request_id: self.request_id.unwrap_or(0),
+            message: Message::Error(ErrorReply {
+                code: self.error.code(),
+                answered: 0,
+                needed: 0,
+                ring_epoch: 0,
+                message: self.error.describe(),
+            }),
+        }
+    }
 }
 
 /// Decodes the frame at the front of `buf`: the streaming entry point for receive buffers.

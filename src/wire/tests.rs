@@ -168,6 +168,33 @@ fn stream_errors_say_whether_the_connection_survives() {
     assert_eq!(err.error, Error::TrailingBytes);
     assert_eq!(err.error.code(), ErrorCode::Malformed);
     assert_eq!((err.request_id, err.skip), (Some(1), Some(bytes.len())));
+
+    // The answer names the request and the code, and is itself a valid frame.
+    let reply = err.reply();
+    assert_eq!(reply.request_id, 1);
+    let Message::Error(body) = &reply.message else {
+        panic!("an ERROR reply")
+    };
+    assert_eq!(body.code, ErrorCode::Malformed);
+    let mut out = Vec::new();
+    reply.encode(&mut out).unwrap();
+    assert!(matches!(decode(&out), Ok(Decoded::Frame { consumed, .. }) if consumed == out.len()));
+}
+
+#[test]
+fn opcode_classes_follow_the_numbering() {
+    for op in Opcode::ALL {
+        let code = op.to_wire();
+        assert_eq!(op.is_reply(), code >= 0x80, "{op:?}");
+        if *op != Opcode::Error && op.is_reply() {
+            // Every reply answers the request numbered without the high bit.
+            let request = Opcode::from_wire(code & 0x7f).expect("its request exists");
+            assert!(!request.is_reply());
+            assert_eq!(request.is_peer_only(), op.is_peer_only());
+        }
+    }
+    assert!(!Opcode::Get.is_peer_only() && !Opcode::Error.is_peer_only());
+    assert!(Opcode::ReplicaWrite.is_peer_only() && Opcode::Pong.is_peer_only());
 }
 
 // ---------------------------------------------------------------------------------------
