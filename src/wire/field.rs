@@ -117,7 +117,7 @@ impl<'a> Reader<'a> {
     /// Succeeds only if every byte was read: a body longer than its fields is malformed,
     /// which keeps each message's encoding unique.
     #[inline]
-    pub(crate) fn finish(self) -> Result<(), Error> {
+    pub(crate) fn finish(&self) -> Result<(), Error> {
         if self.buf.is_empty() {
             Ok(())
         } else {

@@ -146,14 +146,21 @@ macro_rules! messages {
             }
 
             #[inline]
+            /// Reads a whole body: its fields, then nothing more (else `TrailingBytes`).
             pub(crate) fn read_body(
                 opcode: Opcode,
                 r: &mut $crate::wire::field::Reader<'a>,
             ) -> Result<Self, $crate::wire::Error> {
                 use $crate::wire::field::Field;
-                Ok(match opcode {
-                    $( Opcode::$variant => Message::$variant(<$ty>::read(r, ())?), )*
-                })
+                // The end is checked in each arm, so the message is built once, in place,
+                // instead of being moved out of a temporary after the check.
+                match opcode {
+                    $( Opcode::$variant => {
+                        let body = <$ty>::read(r, ())?;
+                        r.finish()?;
+                        Ok(Message::$variant(body))
+                    } )*
+                }
             }
 
             #[inline]

@@ -242,10 +242,7 @@ fn decode_message<'a>(header: &Header, body: &'a [u8]) -> Result<Message<'a>, Er
     if header.flags.get() != 0 {
         return Err(Error::ReservedBits);
     }
-    let mut reader = field::Reader::new(body);
-    let message = Message::read_body(opcode, &mut reader)?;
-    reader.finish()?;
-    Ok(message)
+    Message::read_body(opcode, &mut field::Reader::new(body))
 }
 
 #[cfg(test)]
