@@ -64,6 +64,14 @@ fn check(name: &str, bytes: &[u8], expect: &Expect) {
             let mut out = Vec::new();
             frame.encode(&mut out).expect("decoded frame re-encodes");
             assert_eq!(out, bytes, "{name}: re-encoding differs");
+            // Every prefix of a valid frame is merely incomplete, never an error.
+            for cut in 0..bytes.len() {
+                let result = decode(&bytes[..cut]);
+                assert!(
+                    matches!(result, Ok(Decoded::Incomplete { needed }) if needed > 0),
+                    "{name}: prefix of {cut} bytes gave {result:?}"
+                );
+            }
         }
         (Ok(Decoded::Incomplete { .. }), Expect::Incomplete) => {}
         (Err(err), Expect::Error(want)) => assert_eq!(&format!("{:?}", err.error), want, "{name}"),
@@ -233,6 +241,34 @@ fn encode_refuses_what_decode_would_refuse_and_leaves_the_buffer_alone() {
         encode(7, &topology.into(), &mut out),
         Err(Error::Inconsistent)
     );
+}
+
+#[test]
+fn limits_are_inclusive() {
+    let key = vec![b'k'; KEY_BYTES_MAX];
+    let value = vec![b'v'; crate::constants::VALUE_BYTES_MAX];
+    let put = Frame {
+        request_id: 3,
+        message: Put {
+            options: Options {
+                n: 0,
+                quorum: 0,
+                timeout_ms: 0,
+            },
+            return_context: false,
+            key: &key,
+            context: b"",
+            value: &value,
+        }
+        .into(),
+    };
+    let mut bytes = Vec::new();
+    put.encode(&mut bytes)
+        .expect("a key and a value at their limits encode");
+    let Ok(Decoded::Frame { frame, consumed }) = decode(&bytes) else {
+        panic!("a key and a value at their limits decode")
+    };
+    assert_eq!((frame, consumed), (put, bytes.len()));
 }
 
 #[test]
