@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let mut bytes = Vec::new();
     match frame.encode(&mut bytes) {
         Ok(()) => match decode(&bytes) {
-            Ok(Decoded::Frame { frame: back, consumed }) => {
+            Ok(Decoded::Frame {
+                frame: back,
+                consumed,
+            }) => {
                 assert_eq!(consumed, bytes.len());
                 assert_eq!(back, frame);
             }

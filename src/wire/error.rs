@@ -52,11 +52,29 @@ impl Error {
             | Error::Inconsistent => ErrorCode::Malformed,
         }
     }
+
+    /// A short explanation, suitable for the message of an `ERROR` reply.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Error::BadMagic => "not a Rotor frame (bad magic)",
+            Error::UnsupportedVersion => "unsupported protocol version",
+            Error::UnknownOpcode => "unknown opcode",
+            Error::ReservedBits => "reserved header flag set",
+            Error::FrameTooLarge => "frame body over the frame limit",
+            Error::Truncated => "field runs past the end of the body",
+            Error::TrailingBytes => "bytes after the last field",
+            Error::TooLarge => "byte string over its limit",
+            Error::TooMany => "list over its limit",
+            Error::InvalidValue => "undefined enum or boolean value",
+            Error::InvalidUtf8 => "text is not UTF-8",
+            Error::Inconsistent => "fields contradict each other",
+        }
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        f.write_str(self.describe())
     }
 }
 

@@ -26,6 +26,7 @@ pub enum List<'a, T> {
 
 impl<T> Deref for List<'_, T> {
     type Target = [T];
+    #[inline]
     fn deref(&self) -> &[T] {
         match self {
             List::Borrowed(items) => items,
@@ -85,17 +86,38 @@ pub(crate) trait Field<'a>: Sized {
 /// A cursor over one frame body.
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
+    /// Test builds record where each field ends, so the spec's vectors can show the bytes
+    /// field by field.
+    #[cfg(test)]
+    pub(crate) marks: Vec<(usize, &'static str, &'static str)>,
+    #[cfg(test)]
+    body_len: usize,
 }
 
 impl<'a> Reader<'a> {
     /// A reader over `buf`.
+    #[inline]
     pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Reader { buf }
+        Reader {
+            buf,
+            #[cfg(test)]
+            marks: Vec::new(),
+            #[cfg(test)]
+            body_len: buf.len(),
+        }
+    }
+
+    /// Records that the field `label` of type `kind` ends here (test builds only).
+    #[cfg(test)]
+    pub(crate) fn mark(&mut self, label: &'static str, kind: &'static str) {
+        let at = self.body_len - self.buf.len();
+        self.marks.push((at, label, kind));
     }
 
     /// Succeeds only if every byte was read: a body longer than its fields is malformed,
     /// which keeps each message's encoding unique.
-    pub(crate) fn finish(self) -> Result<(), Error> {
+    #[inline]
+    pub(crate) fn finish(&self) -> Result<(), Error> {
         if self.buf.is_empty() {
             Ok(())
         } else {
@@ -103,12 +125,14 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         let (head, tail) = self.buf.split_at_checked(n).ok_or(Error::Truncated)?;
         self.buf = tail;
         Ok(head)
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
         let (head, tail) = self.buf.split_first_chunk::<N>().ok_or(Error::Truncated)?;
         self.buf = tail;
@@ -127,6 +151,7 @@ pub(crate) struct Entropy<'a> {
 
 impl<'a> Entropy<'a> {
     /// Choices drawn from `data`, front to back.
+    #[inline]
     pub(crate) fn new(data: &'a [u8]) -> Self {
         Entropy { data }
     }
@@ -148,6 +173,7 @@ impl<'a> Entropy<'a> {
         usize::from(self.byte()) % bound.max(1)
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> &'a [u8] {
         let (head, tail) = self.data.split_at(n.min(self.data.len()));
         self.data = tail;
@@ -163,9 +189,11 @@ macro_rules! int_field {
         impl<'a> Field<'a> for $t {
             type Limit = ();
             const MIN_BYTES: usize = size_of::<$t>();
+            #[inline]
             fn read(r: &mut Reader<'a>, _: ()) -> Result<Self, Error> {
                 Ok(<$t>::from_le_bytes(r.array()?))
             }
+            #[inline]
             fn write(&self, out: &mut Vec<u8>, _: ()) -> Result<(), Error> {
                 out.extend_from_slice(&self.to_le_bytes());
                 Ok(())
@@ -185,6 +213,7 @@ int_field!(u8, u16, u32, u64);
 impl<'a> Field<'a> for bool {
     type Limit = ();
     const MIN_BYTES: usize = 1;
+    #[inline]
     fn read(r: &mut Reader<'a>, _: ()) -> Result<Self, Error> {
         match u8::read(r, ())? {
             0 => Ok(false),
@@ -192,6 +221,7 @@ impl<'a> Field<'a> for bool {
             _ => Err(Error::InvalidValue),
         }
     }
+    #[inline]
     fn write(&self, out: &mut Vec<u8>, _: ()) -> Result<(), Error> {
         u8::from(*self).write(out, ())
     }
@@ -207,10 +237,12 @@ impl<'a> Field<'a> for bool {
 impl<'a> Field<'a> for &'a [u8] {
     type Limit = usize;
     const MIN_BYTES: usize = 4;
+    #[inline]
     fn read(r: &mut Reader<'a>, max: usize) -> Result<Self, Error> {
         let len = read_len(r, max, Error::TooLarge)?;
         r.take(len)
     }
+    #[inline]
     fn write(&self, out: &mut Vec<u8>, max: usize) -> Result<(), Error> {
         write_len(out, self.len(), max, Error::TooLarge)?;
         out.extend_from_slice(self);
@@ -226,10 +258,12 @@ impl<'a> Field<'a> for &'a [u8] {
 impl<'a> Field<'a> for &'a str {
     type Limit = usize;
     const MIN_BYTES: usize = 4;
+    #[inline]
     fn read(r: &mut Reader<'a>, max: usize) -> Result<Self, Error> {
         let bytes = <&[u8]>::read(r, max)?;
         std::str::from_utf8(bytes).map_err(|_| Error::InvalidUtf8)
     }
+    #[inline]
     fn write(&self, out: &mut Vec<u8>, max: usize) -> Result<(), Error> {
         self.as_bytes().write(out, max)
     }
@@ -252,13 +286,18 @@ impl<'a> Field<'a> for &'a str {
 impl<'a, T: Field<'a>> Field<'a> for Option<T> {
     type Limit = T::Limit;
     const MIN_BYTES: usize = 1;
+    #[inline]
     fn read(r: &mut Reader<'a>, limit: T::Limit) -> Result<Self, Error> {
-        if bool::read(r, ())? {
+        let present = bool::read(r, ())?;
+        #[cfg(test)]
+        r.mark("present", "bool");
+        if present {
             Ok(Some(T::read(r, limit)?))
         } else {
             Ok(None)
         }
     }
+    #[inline]
     fn write(&self, out: &mut Vec<u8>, limit: T::Limit) -> Result<(), Error> {
         self.is_some().write(out, ())?;
         match self {
@@ -279,8 +318,11 @@ impl<'a, T: Field<'a>> Field<'a> for Option<T> {
 impl<'a, T: Field<'a> + Clone> Field<'a> for List<'a, T> {
     type Limit = (usize, T::Limit);
     const MIN_BYTES: usize = 4;
+    #[inline]
     fn read(r: &mut Reader<'a>, (max, item_limit): Self::Limit) -> Result<Self, Error> {
         let count = read_len(r, max, Error::TooMany)?;
+        #[cfg(test)]
+        r.mark("count", "count");
         if count.saturating_mul(T::MIN_BYTES.max(1)) > r.buf.len() {
             return Err(Error::Truncated);
         }
@@ -290,6 +332,7 @@ impl<'a, T: Field<'a> + Clone> Field<'a> for List<'a, T> {
         }
         Ok(List::Owned(items))
     }
+    #[inline]
     fn write(&self, out: &mut Vec<u8>, (max, item_limit): Self::Limit) -> Result<(), Error> {
         write_len(out, self.len(), max, Error::TooMany)?;
         self.iter().try_for_each(|item| item.write(out, item_limit))
@@ -300,6 +343,7 @@ impl<'a, T: Field<'a> + Clone> Field<'a> for List<'a, T> {
     }
 }
 
+#[inline]
 fn read_len(r: &mut Reader<'_>, max: usize, over: Error) -> Result<usize, Error> {
     let len = usize::try_from(u32::read(r, ())?).map_err(|_| over)?;
     if len > max {
@@ -308,6 +352,7 @@ fn read_len(r: &mut Reader<'_>, max: usize, over: Error) -> Result<usize, Error>
     Ok(len)
 }
 
+#[inline]
 fn write_len(out: &mut Vec<u8>, len: usize, max: usize, over: Error) -> Result<(), Error> {
     if len > max {
         return Err(over);

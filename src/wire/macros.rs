@@ -77,17 +77,24 @@ macro_rules! body {
             const MIN_BYTES: usize =
                 0 $( + <$ty as $crate::wire::field::Field<'a>>::MIN_BYTES )*;
             #[allow(unused_variables)]
+            #[inline]
             fn read(
                 r: &mut $crate::wire::field::Reader<'a>,
                 _: (),
             ) -> Result<Self, $crate::wire::Error> {
                 let value = Self {
-                    $( $field: <$ty as $crate::wire::field::Field<'a>>::read(r, $limit)?, )*
+                    $( $field: {
+                        let field = <$ty as $crate::wire::field::Field<'a>>::read(r, $limit)?;
+                        #[cfg(test)]
+                        r.mark(concat!(stringify!($name), ".", stringify!($field)), stringify!($ty));
+                        field
+                    }, )*
                 };
                 $( $check(&value)?; )?
                 Ok(value)
             }
             #[allow(unused_variables)]
+            #[inline]
             fn write(&self, out: &mut Vec<u8>, _: ()) -> Result<(), $crate::wire::Error> {
                 $( $check(self)?; )?
                 $( <$ty as $crate::wire::field::Field<'a>>::write(&self.$field, out, $limit)?; )*
@@ -138,16 +145,25 @@ macro_rules! messages {
                 }
             }
 
+            #[inline]
+            /// Reads a whole body: its fields, then nothing more (else `TrailingBytes`).
             pub(crate) fn read_body(
                 opcode: Opcode,
                 r: &mut $crate::wire::field::Reader<'a>,
             ) -> Result<Self, $crate::wire::Error> {
                 use $crate::wire::field::Field;
-                Ok(match opcode {
-                    $( Opcode::$variant => Message::$variant(<$ty>::read(r, ())?), )*
-                })
+                // The end is checked in each arm, so the message is built once, in place,
+                // instead of being moved out of a temporary after the check.
+                match opcode {
+                    $( Opcode::$variant => {
+                        let body = <$ty>::read(r, ())?;
+                        r.finish()?;
+                        Ok(Message::$variant(body))
+                    } )*
+                }
             }
 
+            #[inline]
             pub(crate) fn write_body(&self, out: &mut Vec<u8>) -> Result<(), $crate::wire::Error> {
                 use $crate::wire::field::Field;
                 match self {

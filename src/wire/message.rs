@@ -90,6 +90,12 @@ impl Opcode {
     pub fn is_reply(self) -> bool {
         self.to_wire() & 0x80 != 0
     }
+
+    /// Whether only peers may send it (opcodes `0x20..=0x7f` and their replies): a node
+    /// answers these from a client connection with `ERROR UNSUPPORTED`.
+    pub fn is_peer_only(self) -> bool {
+        self != Opcode::Error && self.to_wire() & 0x7f >= 0x20
+    }
 }
 
 wire_enum! {

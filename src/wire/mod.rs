@@ -102,6 +102,21 @@ impl FrameError {
     pub fn must_close(&self) -> bool {
         self.skip.is_none()
     }
+
+    /// The `ERROR` frame that answers the bad frame: its request id (0 if unreadable), the
+    /// matching code and a short explanation.
+    pub fn reply(&self) -> Frame<'static> {
+        Frame {
+            request_id: self.request_id.unwrap_or(0),
+            message: Message::Error(ErrorReply {
+                code: self.error.code(),
+                answered: 0,
+                needed: 0,
+                ring_epoch: 0,
+                message: self.error.describe(),
+            }),
+        }
+    }
 }
 
 /// Decodes the frame at the front of `buf`: the streaming entry point for receive buffers.
@@ -109,21 +124,25 @@ impl FrameError {
 /// The header is validated as soon as it has arrived, so a stranger's bytes or an oversized
 /// length are refused before any body is buffered; a bad magic is refused from its first
 /// wrong byte.
+#[inline]
 pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, FrameError> {
     let fatal = |error| FrameError {
         error,
         request_id: None,
         skip: None,
     };
-    let seen = buf.len().min(MAGIC.len());
-    if buf.get(..seen) != MAGIC.get(..seen) {
-        return Err(fatal(Error::BadMagic));
-    }
     let Ok((header, rest)) = Header::ref_from_prefix(buf) else {
+        let seen = buf.len().min(MAGIC.len());
+        if buf.get(..seen) != MAGIC.get(..seen) {
+            return Err(fatal(Error::BadMagic));
+        }
         return Ok(Decoded::Incomplete {
             needed: HEADER_BYTES.saturating_sub(buf.len()),
         });
     };
+    if header.magic != MAGIC {
+        return Err(fatal(Error::BadMagic));
+    }
     if header.version != VERSION {
         return Err(fatal(Error::UnsupportedVersion));
     }
@@ -223,10 +242,7 @@ fn decode_message<'a>(header: &Header, body: &'a [u8]) -> Result<Message<'a>, Er
     if header.flags.get() != 0 {
         return Err(Error::ReservedBits);
     }
-    let mut reader = field::Reader::new(body);
-    let message = Message::read_body(opcode, &mut reader)?;
-    reader.finish()?;
-    Ok(message)
+    Message::read_body(opcode, &mut field::Reader::new(body))
 }
 
 #[cfg(test)]

@@ -64,6 +64,14 @@ fn check(name: &str, bytes: &[u8], expect: &Expect) {
             let mut out = Vec::new();
             frame.encode(&mut out).expect("decoded frame re-encodes");
             assert_eq!(out, bytes, "{name}: re-encoding differs");
+            // Every prefix of a valid frame is merely incomplete, never an error.
+            for cut in 0..bytes.len() {
+                let result = decode(&bytes[..cut]);
+                assert!(
+                    matches!(result, Ok(Decoded::Incomplete { needed }) if needed > 0),
+                    "{name}: prefix of {cut} bytes gave {result:?}"
+                );
+            }
         }
         (Ok(Decoded::Incomplete { .. }), Expect::Incomplete) => {}
         (Err(err), Expect::Error(want)) => assert_eq!(&format!("{:?}", err.error), want, "{name}"),
@@ -168,6 +176,33 @@ fn stream_errors_say_whether_the_connection_survives() {
     assert_eq!(err.error, Error::TrailingBytes);
     assert_eq!(err.error.code(), ErrorCode::Malformed);
     assert_eq!((err.request_id, err.skip), (Some(1), Some(bytes.len())));
+
+    // The answer names the request and the code, and is itself a valid frame.
+    let reply = err.reply();
+    assert_eq!(reply.request_id, 1);
+    let Message::Error(body) = &reply.message else {
+        panic!("an ERROR reply")
+    };
+    assert_eq!(body.code, ErrorCode::Malformed);
+    let mut out = Vec::new();
+    reply.encode(&mut out).unwrap();
+    assert!(matches!(decode(&out), Ok(Decoded::Frame { consumed, .. }) if consumed == out.len()));
+}
+
+#[test]
+fn opcode_classes_follow_the_numbering() {
+    for op in Opcode::ALL {
+        let code = op.to_wire();
+        assert_eq!(op.is_reply(), code >= 0x80, "{op:?}");
+        if *op != Opcode::Error && op.is_reply() {
+            // Every reply answers the request numbered without the high bit.
+            let request = Opcode::from_wire(code & 0x7f).expect("its request exists");
+            assert!(!request.is_reply());
+            assert_eq!(request.is_peer_only(), op.is_peer_only());
+        }
+    }
+    assert!(!Opcode::Get.is_peer_only() && !Opcode::Error.is_peer_only());
+    assert!(Opcode::ReplicaWrite.is_peer_only() && Opcode::Pong.is_peer_only());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -206,6 +241,34 @@ fn encode_refuses_what_decode_would_refuse_and_leaves_the_buffer_alone() {
         encode(7, &topology.into(), &mut out),
         Err(Error::Inconsistent)
     );
+}
+
+#[test]
+fn limits_are_inclusive() {
+    let key = vec![b'k'; KEY_BYTES_MAX];
+    let value = vec![b'v'; crate::constants::VALUE_BYTES_MAX];
+    let put = Frame {
+        request_id: 3,
+        message: Put {
+            options: Options {
+                n: 0,
+                quorum: 0,
+                timeout_ms: 0,
+            },
+            return_context: false,
+            key: &key,
+            context: b"",
+            value: &value,
+        }
+        .into(),
+    };
+    let mut bytes = Vec::new();
+    put.encode(&mut bytes)
+        .expect("a key and a value at their limits encode");
+    let Ok(Decoded::Frame { frame, consumed }) = decode(&bytes) else {
+        panic!("a key and a value at their limits decode")
+    };
+    assert_eq!((frame, consumed), (put, bytes.len()));
 }
 
 #[test]

@@ -14,7 +14,9 @@ pub(super) struct Vector {
 }
 
 impl Vector {
-    /// The file's text: meaning, expectation, then the header and body in hex.
+    /// The file's text: meaning, expectation, then the bytes with each field on its own
+    /// line and its decoded value in a trailing comment (the body of a malformed vector is
+    /// shown in plain rows, since it does not decode).
     pub(super) fn render(&self) -> String {
         let mut text = String::new();
         for line in &self.meaning {
@@ -22,39 +24,136 @@ impl Vector {
         }
         text.push_str(&format!("# expect: {}\n", self.expect));
         let (header, body) = self.bytes.split_at(self.bytes.len().min(HEADER_BYTES));
-        if header.len() == HEADER_BYTES {
-            let u32_at = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().unwrap());
-            let opcode = Opcode::from_wire(header[5]).map_or("unknown", |op| op.name());
+        if header.len() < HEADER_BYTES {
             text.push_str(&format!(
-                "# header: magic {:?}, version {}, opcode 0x{:02x} ({opcode}), flags 0x{:04x}, \
-                 request id {}, body length {}\n",
-                String::from_utf8_lossy(&header[..4]),
-                header[4],
-                header[5],
-                u16::from_le_bytes([header[6], header[7]]),
-                u32_at(8),
-                u32_at(12),
+                "# {} bytes only (a header is 16):\n",
+                header.len()
             ));
-        } else {
-            text.push_str(&format!("# {} bytes only (a header is 16)\n", header.len()));
+            text.push_str(&rows(header, ""));
+            return text;
         }
-        text.push_str(&hex_rows(header));
-        if !body.is_empty() {
+        text.push_str("# header\n");
+        let opcode = Opcode::from_wire(header[5]).map_or("unknown", |op| op.name());
+        let at = |i: usize, n: usize| {
+            let mut le = [0u8; 8];
+            le[..n].copy_from_slice(&header[i..i + n]);
+            u64::from_le_bytes(le)
+        };
+        let fields = [
+            (
+                0,
+                4,
+                format!("magic {:?}", String::from_utf8_lossy(&header[..4])),
+            ),
+            (4, 1, format!("version {}", header[4])),
+            (5, 1, format!("opcode 0x{:02x} {opcode}", header[5])),
+            (6, 2, format!("flags 0x{:04x}", at(6, 2))),
+            (8, 4, format!("request_id {}", at(8, 4))),
+            (12, 4, format!("body_len {}", at(12, 4))),
+        ];
+        for (i, n, comment) in fields {
+            text.push_str(&rows(&header[i..i + n], &comment));
+        }
+        if body.is_empty() {
+            text.push_str("# body: empty\n");
+        } else if self.expect == "ok" {
+            text.push_str("# body\n");
+            let mut from = 0;
+            for (to, label, kind) in field_marks(header[5], body) {
+                if to > from {
+                    let field = &body[from..to];
+                    text.push_str(&rows(field, &describe(label, kind, field)));
+                    from = to;
+                }
+            }
+        } else {
             text.push_str(&format!("# body: {} bytes\n", body.len()));
-            text.push_str(&hex_rows(body));
+            text.push_str(&rows(body, ""));
         }
         text
     }
 }
 
-fn hex_rows(bytes: &[u8]) -> String {
-    bytes
-        .chunks(16)
-        .map(|row| {
-            let hex: Vec<String> = row.iter().map(|b| format!("{b:02x}")).collect();
-            hex.join(" ") + "\n"
-        })
-        .collect()
+/// Where each field of a valid body ends, with its name and Rust type, as the decoder saw it.
+fn field_marks(opcode: u8, body: &[u8]) -> Vec<(usize, &'static str, &'static str)> {
+    let opcode = Opcode::from_wire(opcode).expect("ok vectors have known opcodes");
+    let mut reader = crate::wire::field::Reader::new(body);
+    Message::read_body(opcode, &mut reader).expect("ok vectors decode");
+    reader.marks
+}
+
+/// A field's decoded value, from its bytes and type.
+fn describe(label: &str, kind: &str, bytes: &[u8]) -> String {
+    let name = label.rsplit('.').next().unwrap_or(label);
+    if kind.contains("[u8]") || kind.contains("str") {
+        let data = bytes.get(4..).unwrap_or_default();
+        return match std::str::from_utf8(data) {
+            Ok(t) if t.chars().all(|c| c.is_ascii_graphic() || c == ' ') && !t.is_empty() => {
+                format!("{name}: length {}, {t:?}", data.len())
+            }
+            _ => format!("{name}: length {}", data.len()),
+        };
+    }
+    if let Some(item) = kind
+        .strip_prefix("List<'a, ")
+        .and_then(|k| k.strip_suffix('>'))
+    {
+        // A list of integers: the items follow the count mark with no marks of their own.
+        let width = match item {
+            "u16" => 2,
+            "u32" => 4,
+            _ => 8,
+        };
+        let items: Vec<String> = bytes.chunks(width).map(|c| le_int(c).to_string()).collect();
+        return format!("{name} = [{}]", items.join(", "));
+    }
+    if bytes.len() > 8 {
+        return format!("{name} ({} bytes)", bytes.len());
+    }
+    let value = le_int(bytes);
+    let named = match kind {
+        "Role" => u8::try_from(value)
+            .ok()
+            .and_then(Role::from_wire)
+            .map(|v| format!("{v:?}")),
+        "NodeStatus" => u8::try_from(value)
+            .ok()
+            .and_then(NodeStatus::from_wire)
+            .map(|v| format!("{v:?}")),
+        "ErrorCode" => u16::try_from(value)
+            .ok()
+            .and_then(ErrorCode::from_wire)
+            .map(|v| format!("{v:?}")),
+        "bool" => Some((value == 1).to_string()),
+        _ => None,
+    };
+    match named {
+        Some(named) => format!("{name} = {value} ({named})"),
+        None if bytes.len() == 8 && value > 0xffff => format!("{name} = {value:#x}"),
+        None => format!("{name} = {value}"),
+    }
+}
+
+/// A little-endian integer of up to 8 bytes.
+fn le_int(bytes: &[u8]) -> u64 {
+    let mut le = [0u8; 8];
+    le[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(le)
+}
+
+/// Hex rows of at most 16 bytes, the first carrying `comment`.
+fn rows(bytes: &[u8], comment: &str) -> String {
+    let mut text = String::new();
+    for (i, row) in bytes.chunks(16).enumerate() {
+        let hex: Vec<String> = row.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex.join(" ");
+        if i == 0 && !comment.is_empty() {
+            text.push_str(&format!("{hex:<47}  # {comment}\n"));
+        } else {
+            text.push_str(&format!("{hex}\n"));
+        }
+    }
+    text
 }
 
 fn encoded(frame: &Frame<'_>) -> Vec<u8> {
