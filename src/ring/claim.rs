@@ -152,10 +152,11 @@ impl Claim<'_> {
         }
         let order = bit_reversed(self.q());
         // Pass 0 frees partitions that repeat a node within the spread (fixing them for
-        // free); pass 1 those some member below quota could take cleanly, with no free
-        // partition nearby (two adjacent free partitions would likely go to the same joining
-        // node); pass 2 drops the second condition, pass 3 both.
-        for pass in 0..4 {
+        // free); pass 1 those some member below quota could take without repeating a node
+        // or a zone, with no free partition nearby (two free partitions close together
+        // would likely go to the same joining node); pass 2 lets the taker repeat a zone;
+        // pass 3 allows free partitions nearby; pass 4 takes whatever is left.
+        for pass in 0..5 {
             for &p in &order {
                 let Some(m) = self.owners[p] else { continue };
                 if surplus[usize::from(m)] == 0 {
@@ -163,8 +164,9 @@ impl Claim<'_> {
                 }
                 let eligible = match pass {
                     0 => self.cost(p, m).0 > 0,
-                    1 => !self.free_nearby(p) && self.clean_taker(p),
-                    2 => self.clean_taker(p),
+                    1 => !self.free_nearby(p) && self.clean_taker(p, true),
+                    2 => !self.free_nearby(p) && self.clean_taker(p, false),
+                    3 => self.clean_taker(p, false),
                     _ => true,
                 };
                 if eligible {
@@ -183,10 +185,13 @@ impl Claim<'_> {
             .any(|d| self.owners[self.at(p, d)].is_none() || self.owners[self.at(p, -d)].is_none())
     }
 
-    /// Whether a member below quota could take partition `p` without breaking the spread.
-    fn clean_taker(&self, p: usize) -> bool {
-        (0..self.quotas.len())
-            .any(|m| self.counts[m] < self.quotas[m] && self.cost(p, m as u16) == (0, 0))
+    /// Whether a member below quota could take partition `p` without repeating a node
+    /// within the spread (nor a zone, if `zones_too`).
+    fn clean_taker(&self, p: usize, zones_too: bool) -> bool {
+        (0..self.quotas.len()).any(|m| {
+            let (node, zone) = self.cost(p, m as u16);
+            self.counts[m] < self.quotas[m] && node == 0 && (zone == 0 || !zones_too)
+        })
     }
 
     /// Step 4: every free partition goes to a member below quota.

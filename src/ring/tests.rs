@@ -203,6 +203,53 @@ fn replicas_are_on_distinct_zones() {
     }
 }
 
+/// Windows of `CLAIM_SPREAD` consecutive partitions whose owners' zones are not distinct.
+fn zone_breaks(ring: &Ring) -> usize {
+    let q = ring.q() as usize;
+    let o = ring.owner_indexes();
+    let zone = |p: usize| ring.members()[usize::from(o[p % q])].zone.as_deref();
+    (0..q)
+        .filter(|&p| {
+            let w: BTreeSet<_> = (0..CLAIM_SPREAD).map(|d| zone(p + d)).collect();
+            w.len() < CLAIM_SPREAD
+        })
+        .count()
+}
+
+#[test]
+fn claim_spreads_zones() {
+    for (nodes, zones) in [(12, 4), (10, 5), (20, 5), (64, 8)] {
+        let ring = Ring::initial(Q, zoned(nodes, zones)).unwrap();
+        assert_eq!(zone_breaks(&ring), 0, "{nodes} nodes in {zones} zones");
+    }
+    // Three zones must repeat a pattern of period 3, which 1024 does not divide.
+    for nodes in [3, 6, 9] {
+        assert_eq!(zone_breaks(&Ring::initial(Q, zoned(nodes, 3)).unwrap()), 2);
+    }
+    // After a change, moving as little as possible comes first: a 13th node in a zone that
+    // now has 4 of 13 nodes cannot fit its share between the others without moving more,
+    // so some windows repeat a zone, and preference lists walk a step further instead.
+    let twelve = Ring::initial(Q, zoned(12, 4)).unwrap();
+    let thirteen = twelve.with_members(zoned(13, 4)).unwrap();
+    assert_eq!(moves_needed(&twelve, &thirteen), 78);
+    assert!(moved(&twelve, &thirteen) <= 78 + 78 / 8);
+    assert_eq!(spread_breaks(&thirteen), 0);
+    check_preference_lists(&thirteen, 3);
+    check_preference_lists(&thirteen, 4);
+}
+
+#[test]
+fn large_rings_claim_and_stay_balanced() {
+    let q = 1 << 16;
+    let ring = Ring::initial(q, equal(0..200)).unwrap();
+    assert_eq!(spread_breaks(&ring), 0);
+    let counts = ring.ownership_counts();
+    assert!(counts.iter().all(|&c| c == 327 || c == 328), "{counts:?}");
+    let next = ring.with_members(equal(0..201)).unwrap();
+    assert_eq!(moved(&ring, &next), moves_needed(&ring, &next));
+    assert_eq!(spread_breaks(&next), 0);
+}
+
 #[test]
 fn shards_are_covered_evenly_and_stay_put() {
     let eight = Ring::initial(Q, equal(0..8)).unwrap();
