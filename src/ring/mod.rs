@@ -187,6 +187,12 @@ pub struct Ring {
     owning_members: usize,
     /// Zones with at least one owning member.
     owning_zones: usize,
+    /// The first `head_len` members of every partition's walk, so that a preference list
+    /// of up to `PREFERENCE_LIST_INLINE` replicas is a table lookup (2 bytes per entry:
+    /// 8 KiB at Q = 1024, in cache on the hot path).
+    heads: Vec<[u16; PREFERENCE_LIST_INLINE]>,
+    /// `min(PREFERENCE_LIST_INLINE, owning_members)`.
+    head_len: usize,
 }
 
 /// A member as lookups see it.
@@ -363,6 +369,7 @@ impl Ring {
             .collect();
         zones.sort_unstable();
         zones.dedup();
+        let heads = heads(&owners, &slots, zone_aware);
         Ring {
             q,
             epoch,
@@ -372,6 +379,8 @@ impl Ring {
             zone_aware,
             owning_members,
             owning_zones: zones.len(),
+            heads,
+            head_len: owning_members.min(PREFERENCE_LIST_INLINE),
         }
     }
 
@@ -428,9 +437,16 @@ impl Ring {
     /// present (so with at least `n` zones the `n` replicas are in distinct zones), then
     /// distinct nodes. Fewer than `n` if the ring has fewer members.
     ///
-    /// Allocates nothing for `n <= PREFERENCE_LIST_INLINE`.
+    /// Allocates nothing for `n <= PREFERENCE_LIST_INLINE`, and is then a table lookup.
     pub fn preference_list(&self, partition: PartitionId, n: usize) -> PreferenceList {
         let start = self.index(partition);
+        if n <= PREFERENCE_LIST_INLINE {
+            let head = &self.heads[start][..n.min(self.head_len)];
+            return PreferenceList {
+                partition,
+                replicas: head.iter().map(|&m| self.replica(m, partition)).collect(),
+            };
+        }
         let mut picks = FewPicks::default();
         self.walk(start, n, &mut picks);
         PreferenceList {
@@ -561,6 +577,45 @@ impl Ring {
             }
         }
     }
+}
+
+/// The first `PREFERENCE_LIST_INLINE` members of every partition's walk (see
+/// [`Ring::walk`]), in one backward sweep over two laps of the ring instead of a walk per
+/// partition (which, on a ring where a few members own almost nothing, could cost Q steps
+/// each).
+///
+/// The sweep keeps, at each position, the first members of distinct nodes clockwise from
+/// it (`nodes`) and the first member of each distinct zone (`zones`): each is the owner
+/// at the position followed by the next position's list without that owner (or its zone),
+/// truncated. Starting a lap early makes every list of the second lap exact. A walk is
+/// then the zone list (when zone-aware) followed by the node list without those members.
+fn heads(owners: &[u16], slots: &[Slot], zone_aware: bool) -> Vec<[u16; PREFERENCE_LIST_INLINE]> {
+    let q = owners.len();
+    let zone = |m: u16| slots[usize::from(m)].zone;
+    let mut heads = vec![[0u16; PREFERENCE_LIST_INLINE]; q];
+    let mut nodes: SmallVec<[u16; PREFERENCE_LIST_INLINE]> = SmallVec::new();
+    let mut zones: SmallVec<[u16; PREFERENCE_LIST_INLINE]> = SmallVec::new();
+    for i in (0..2 * q).rev() {
+        let owner = owners[i % q];
+        nodes.retain(|m| *m != owner);
+        nodes.insert(0, owner);
+        nodes.truncate(PREFERENCE_LIST_INLINE);
+        if zone_aware {
+            zones.retain(|m| zone(*m) != zone(owner));
+            zones.insert(0, owner);
+            zones.truncate(PREFERENCE_LIST_INLINE);
+        }
+        if i < q {
+            let mut picks = FewPicks::default();
+            for &m in zones.iter().chain(&nodes) {
+                if picks.len() < nodes.len() && !picks.has_member(m) {
+                    picks.push(m, zone(m));
+                }
+            }
+            heads[i][..picks.len()].copy_from_slice(&picks.members);
+        }
+    }
+    heads
 }
 
 /// The shard of a node with `shards` shards that holds `partition` on a ring of `q`
