@@ -6,11 +6,22 @@
 //!
 //! Deliberately pure: no I/O, no clock, no randomness. A ring is a value, a new ring is a
 //! deterministic function of the previous one and the new membership
-//! ([`Ring::with_members`]), and two nodes that agree on those agree on every owner.
+//! ([`Ring::with_members`]), and two nodes that agree on those agree on every owner. The
+//! ring does not know which nodes are up: skipping unreachable replicas in favour of the
+//! [`Ring::extended`] fallbacks is the coordinator's business.
 //!
-//! - [`position`](key_position): MD5 positions and partition ranges.
-//! - `claim`: who owns what (Dynamo's strategy 3, weighted, moving as little as it can).
-//! - this file: the [`Ring`] value, preference lists, shard placement and transfer plans.
+//! Files:
+//! - `position.rs`: MD5 positions and partition ranges ([`key_position`]).
+//! - `claim.rs`: who owns what (Dynamo's strategy 3, weighted, moving as little as it can,
+//!   keeping consecutive partitions on distinct nodes and zones where it can).
+//! - this file: the [`Ring`] value, preference lists, shard placement, transfer plans and
+//!   snapshots ([`Ring::from_parts`]).
+//!
+//! Guarantees a caller may rely on: each member owns its weight's share of Q to within one
+//! partition (and at least one); a preference list never repeats a node, and never repeats
+//! a zone while unused zones remain; a partition's shard on a node depends only on the
+//! partition and that node's shard count; equal epochs in one cluster's history mean equal
+//! rings.
 
 mod claim;
 mod position;
