@@ -179,6 +179,22 @@ pub enum RingError {
 ///
 /// Built by [`Ring::initial`], changed only through [`Ring::with_members`] (which returns a
 /// new ring) or rebuilt from a gossiped snapshot with [`Ring::from_parts`].
+///
+/// ```
+/// use rotor::ring::{Member, NodeId, Ring};
+///
+/// let members = |n: u64| (1..=n).map(|i| Member::new(NodeId(i), 1, 4)).collect::<Vec<_>>();
+/// let ring = Ring::initial(1024, members(8))?;
+/// let replicas = ring.key_preference_list(b"user:42", 3);
+/// assert_eq!(replicas.len(), 3);
+/// assert_eq!(replicas[0].node, ring.owner(replicas.partition()));
+///
+/// // A ninth node takes about a ninth of the partitions, all from the others.
+/// let grown = ring.with_members(members(9))?;
+/// assert_eq!(grown.epoch(), ring.epoch() + 1);
+/// assert!(ring.transfers(&grown)?.iter().all(|t| t.to == NodeId(9)));
+/// # Ok::<(), rotor::ring::RingError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ring {
     /// Q, a power of two.
@@ -541,8 +557,10 @@ impl Ring {
     }
 
     /// `partition` as an index into the owners table. Partition ids come from this ring's
-    /// own lookups; one from elsewhere is wrapped rather than trusted to be in range.
+    /// own lookups (callers check ids from the wire against [`Ring::q`]); in release builds
+    /// one out of range is wrapped rather than allowed to panic.
     fn index(&self, partition: PartitionId) -> usize {
+        debug_assert!(partition.0 < self.q, "{partition:?} of {}", self.q);
         (partition.0 & (self.q - 1)) as usize
     }
 
