@@ -9,12 +9,12 @@
 //!    to the lower node id), with at least one partition each. Quotas depend only on the
 //!    membership, so balance never drifts over a history of joins and leaves.
 //! 2. Keep: every partition whose previous owner is still a member stays put...
-//! 3. Release: ...unless that owner now holds more than its quota; it then gives up its
-//!    surplus, first partitions where it breaks the spread (see below), then partitions
-//!    away from other freed ones, in bit-reversed order so that they are spread round the
-//!    ring rather than bunched.
-//!    Freed partitions are chosen where a member below quota could take them without
-//!    breaking the spread.
+//! 3. Release: ...unless that owner now holds more than its quota; it then frees its
+//!    surplus, preferring in turn: partitions where it breaks the spread (see below);
+//!    partitions a member below quota could take without repeating a node or a zone, away
+//!    from other free partitions; the same allowing a zone repeat; then next to free
+//!    partitions; then any. Each pass goes in bit-reversed order, so freed partitions are
+//!    spread round the ring rather than bunched.
 //! 4. Fill: free partitions, in ascending order, go to members below quota: the candidate
 //!    that breaks the spread least, then the one furthest behind its quota (relative to it),
 //!    then a hash of (partition, node id). The hash makes each round of an initial claim a
