@@ -1,0 +1,487 @@
+//! The thread-per-core runtime: one pinned glommio executor per selected core, each a
+//! *shard* with its own listeners, connections, mailbox ends and service (later: its
+//! stores), sharing nothing but the connection cap, the stop signal and the mailbox.
+//!
+//! Every shard listens on the common port with SO_REUSEPORT (the kernel spreads new
+//! connections over the shards) and on its own per-shard port (a shard-aware client goes
+//! straight to the owning core). Shutdown: stop accepting, let connections answer what is
+//! in flight (bounded by `SHUTDOWN_GRACE_MS`), wait until every shard got there (so no
+//! shard forwards to one that already synced), run each shard's shutdown hook, exit.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::net::TcpListener;
+use glommio::sync::{Gate, Semaphore};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use tracing::{debug, info, warn};
+
+use super::config::{allowed_cpus, Config, ConfigError};
+use super::connection::{self, ConnectionLimits, FrameHandler};
+use super::limits::{ConnectionCap, Latch};
+use super::mailbox::{self, Mailbox, MailboxEnds, RequestHandler};
+use crate::constants;
+
+/// What a node serves. One instance per shard, created on the shard's own thread by the
+/// factory given to [`start`] (so it need not be `Send`: it owns that core's stores).
+pub trait Service: 'static {
+    /// A request one shard forwards to another through the mailbox.
+    type Request: Send + 'static;
+    /// The reply to a forwarded request.
+    type Response: Send + 'static;
+    /// The protocol handler of one client connection.
+    type Handler: FrameHandler;
+
+    /// A handler for a new client connection on this shard; `mailbox` reaches the others.
+    fn connection(
+        self: &Rc<Self>,
+        mailbox: &Rc<Mailbox<Self::Request, Self::Response>>,
+    ) -> Self::Handler;
+
+    /// Serves a request another shard (`from`) forwarded here because this shard owns it.
+    /// Implementations assert the ownership (a misrouted message is a bug, not an input).
+    fn serve_forwarded(
+        self: Rc<Self>,
+        from: u16,
+        req: Self::Request,
+    ) -> impl Future<Output = Self::Response> + 'static;
+
+    /// Runs once at shutdown, after this shard's connections ended and no other shard can
+    /// forward here any more (later: sync the stores).
+    fn shutdown(self: Rc<Self>) -> impl Future<Output = ()> + 'static;
+}
+
+/// Where a shard runs, given to the service factory.
+#[derive(Debug, Clone)]
+pub struct ShardInfo {
+    /// This shard's index, 0..`shards`.
+    pub shard: u16,
+    /// Number of shards on this node.
+    pub shards: u16,
+    /// The CPU the shard is pinned to.
+    pub cpu: usize,
+    /// The node's configuration.
+    pub config: Arc<Config>,
+}
+
+/// A started server: its addresses, and how to stop and join it.
+pub struct RunningServer {
+    listen_addr: SocketAddr,
+    shard_addrs: Vec<SocketAddr>,
+    stop: Latch,
+    handles: Vec<ExecutorJoinHandle<Result<(), ()>>>,
+}
+
+/// Why the server could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration does not fit this machine.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listening address is taken or not ours.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The locked-memory limit is below what io_uring needs and cannot be raised.
+    #[error(
+        "locked-memory limit {have} bytes is below the {need} io_uring needs and cannot be \
+         raised ({reason}); raise it with `ulimit -l` or LimitMEMLOCK="
+    )]
+    Memlock {
+        /// Current soft limit.
+        have: u64,
+        /// Needed.
+        need: u64,
+        /// Why raising failed.
+        reason: String,
+    },
+    /// An executor could not be created (e.g. io_uring refused) or a shard failed.
+    #[error("shard {shard}: {message}")]
+    Shard {
+        /// The shard.
+        shard: u16,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Starts one shard per selected core serving `S`, and returns once every shard listens.
+/// `factory` builds each shard's service on that shard's thread.
+pub fn start<S, F>(config: &Config, factory: F) -> Result<RunningServer, ServerError>
+where
+    S: Service,
+    F: Fn(&ShardInfo) -> Result<S, String> + Send + Sync + 'static,
+{
+    config.validate()?;
+    let cpus = config.cpus(&allowed_cpus())?;
+    let shard_ports = config.shard_ports_for(cpus.len())?;
+    let shards = u16::try_from(cpus.len()).map_err(|_| ConfigError::CoresUnavailable {
+        requested: config.cores.to_string(),
+        available: cpus.clone(),
+    })?;
+    raise_memlock(cpus.len())?;
+    let listen_addr = reserve(config.listen_addr()?)?;
+    let shard_addrs: Vec<SocketAddr> = shard_ports
+        .iter()
+        .map(|&port| SocketAddr::new(listen_addr.ip(), port))
+        .collect();
+    for addr in shard_addrs.iter().filter(|a| a.port() != 0) {
+        reserve(*addr)?;
+    }
+
+    let config = Arc::new(config.clone());
+    let factory = Arc::new(factory);
+    let stop = Latch::new(1);
+    let drained = Latch::new(usize::from(shards));
+    let cap = ConnectionCap::new(config.connections_max);
+    let ends = mailbox::mesh::<S::Request, S::Response>(shards, constants::MAILBOX_QUEUE_DEPTH);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::with_capacity(cpus.len());
+    for ((shard, ends), (&cpu, &shard_addr)) in
+        (0..shards).zip(ends).zip(cpus.iter().zip(&shard_addrs))
+    {
+        let setup = ShardSetup {
+            info: ShardInfo {
+                shard,
+                shards,
+                cpu,
+                config: config.clone(),
+            },
+            ends,
+            factory: factory.clone(),
+            listen_addr,
+            shard_addr,
+            stop: stop.clone(),
+            drained: drained.clone(),
+            cap: cap.clone(),
+            ready: ready_tx.clone(),
+        };
+        let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("rotor-shard-{shard}"))
+            .io_memory(constants::EXECUTOR_IO_MEMORY_BYTES)
+            .spawn(move || run_shard(setup));
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                // Shards already started wait in the mailbox for this one: it never comes,
+                // and the process exits with the error (threads die with it).
+                return Err(ServerError::Shard {
+                    shard,
+                    message: format!("cannot start an executor on cpu {cpu}: {e}"),
+                });
+            }
+        }
+    }
+    drop(ready_tx);
+
+    let mut bound = shard_addrs;
+    let mut failure = None;
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok((shard, addr))) => {
+                if let Some(slot) = bound.get_mut(usize::from(shard)) {
+                    *slot = addr;
+                }
+            }
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                failure.get_or_insert(ServerError::Shard {
+                    shard: 0,
+                    message: "a shard ended during start-up".into(),
+                });
+                break;
+            }
+        }
+    }
+    let server = RunningServer {
+        listen_addr,
+        shard_addrs: bound,
+        stop,
+        handles,
+    };
+    if let Some(e) = failure {
+        server.stop();
+        let _ = server.join();
+        return Err(e);
+    }
+    info!(listen = %server.listen_addr, shards, cpus = ?cpus, "rotord serving");
+    Ok(server)
+}
+
+impl RunningServer {
+    /// The common client address (with the real port if 0 was configured).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    /// Each shard's own address, in shard order.
+    pub fn shard_addrs(&self) -> &[SocketAddr] {
+        &self.shard_addrs
+    }
+
+    /// A handle that stops the server when counted down (for signal handlers).
+    pub fn stop_handle(&self) -> Latch {
+        self.stop.clone()
+    }
+
+    /// Starts a graceful stop; [`RunningServer::join`] waits for it.
+    pub fn stop(&self) {
+        self.stop.count_down();
+    }
+
+    /// Waits until every shard has stopped.
+    pub fn join(self) -> Result<(), ServerError> {
+        let mut result = Ok(());
+        for (shard, handle) in (0u16..).zip(self.handles) {
+            let outcome = match handle.join() {
+                Ok(Ok(())) => continue,
+                Ok(Err(())) => "failed during start-up".to_string(),
+                Err(e) => format!("executor ended abnormally: {e}"),
+            };
+            if result.is_ok() {
+                result = Err(ServerError::Shard {
+                    shard,
+                    message: outcome,
+                });
+            }
+        }
+        result
+    }
+}
+
+/// Everything one shard thread starts from.
+struct ShardSetup<S: Service, F> {
+    info: ShardInfo,
+    ends: MailboxEnds<S::Request, S::Response>,
+    factory: Arc<F>,
+    listen_addr: SocketAddr,
+    shard_addr: SocketAddr,
+    stop: Latch,
+    drained: Latch,
+    cap: ConnectionCap,
+    ready: mpsc::Sender<Result<(u16, SocketAddr), ServerError>>,
+}
+
+/// Per-shard state every accept loop shares.
+struct Listening<S: Service> {
+    service: Rc<S>,
+    mailbox: Rc<Mailbox<S::Request, S::Response>>,
+    cap: ConnectionCap,
+    limits: ConnectionLimits,
+    /// Closed (never signalled) at shutdown: a broadcast to every loop of this shard.
+    stop: Rc<Semaphore>,
+    /// Tracks connection tasks so shutdown can wait for them.
+    gate: Rc<Gate>,
+    shard: u16,
+}
+
+async fn run_shard<S, F>(setup: ShardSetup<S, F>) -> Result<(), ()>
+where
+    S: Service,
+    F: Fn(&ShardInfo) -> Result<S, String>,
+{
+    let shard = setup.info.shard;
+    // Every shard joins the mesh before anything can fail, so no peer waits forever.
+    let (mailbox, inbox) = setup.ends.connect().await;
+    let opened = open_shard(
+        &setup.info,
+        &*setup.factory,
+        setup.listen_addr,
+        setup.shard_addr,
+    );
+    let (service, common, own) = match opened {
+        Ok(parts) => parts,
+        Err(e) => {
+            let _ = setup.ready.send(Err(e));
+            setup.drained.count_down();
+            return Err(());
+        }
+    };
+    let own_addr = own.local_addr().unwrap_or(setup.shard_addr);
+    let _ = setup.ready.send(Ok((shard, own_addr)));
+    debug!(shard, cpu = setup.info.cpu, addr = %own_addr, "shard listening");
+
+    let forwarded: RequestHandler<S::Request, S::Response> = {
+        let service = service.clone();
+        Rc::new(move |from, req| Box::pin(service.clone().serve_forwarded(from, req)))
+    };
+    mailbox.run(inbox, forwarded);
+
+    let config = &setup.info.config;
+    let listening = Rc::new(Listening {
+        service: service.clone(),
+        mailbox,
+        cap: setup.cap,
+        limits: ConnectionLimits {
+            in_flight_max: usize::try_from(config.connection_in_flight_max).unwrap_or(1),
+            output_bytes_max: usize::try_from(config.connection_output_bytes_max)
+                .unwrap_or(usize::MAX),
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
+        },
+        stop: Rc::new(Semaphore::new(0)),
+        gate: Rc::new(Gate::new()),
+        shard,
+    });
+    let accepting = [
+        glommio::spawn_local(accept_loop(common, listening.clone())),
+        glommio::spawn_local(accept_loop(own, listening.clone())),
+    ];
+
+    setup.stop.wait().await;
+    info!(shard, "stopping: no new connections");
+    listening.stop.close();
+    for task in accepting {
+        task.await;
+    }
+    let grace = Duration::from_millis(constants::SHUTDOWN_GRACE_MS);
+    let gate = listening.gate.clone();
+    if glommio::timer::timeout(grace, async move { gate.close().await })
+        .await
+        .is_err()
+    {
+        warn!(
+            shard,
+            "connections still open after the grace period; dropping them"
+        );
+    }
+    setup.drained.count_down();
+    let all_drained = setup.drained.wait();
+    if glommio::timer::timeout(grace, async move {
+        all_drained.await;
+        Ok(())
+    })
+    .await
+    .is_err()
+    {
+        warn!(shard, "other shards still draining after the grace period");
+    }
+    service.shutdown().await;
+    info!(shard, "stopped");
+    Ok(())
+}
+
+type Opened<S> = (Rc<S>, TcpListener, TcpListener);
+
+fn open_shard<S: Service, F: Fn(&ShardInfo) -> Result<S, String>>(
+    info: &ShardInfo,
+    factory: &F,
+    listen_addr: SocketAddr,
+    shard_addr: SocketAddr,
+) -> Result<Opened<S>, ServerError> {
+    let service = factory(info).map_err(|message| ServerError::Shard {
+        shard: info.shard,
+        message,
+    })?;
+    let bind = |addr: SocketAddr| {
+        TcpListener::bind(addr).map_err(|e| ServerError::Bind {
+            addr,
+            source: e.into(),
+        })
+    };
+    let common = bind(listen_addr)?;
+    let own = bind(shard_addr)?;
+    Ok((Rc::new(service), common, own))
+}
+
+async fn accept_loop<S: Service>(listener: TcpListener, shard: Rc<Listening<S>>) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            let _ = shard.stop.acquire(1).await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else {
+            return;
+        };
+        let mut stream = match accepted {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Usually out of descriptors: back off instead of spinning on the error.
+                warn!(shard = shard.shard, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Some(slot) = shard.cap.try_acquire() else {
+            debug!(
+                shard = shard.shard,
+                "connection cap reached; refusing a connection"
+            );
+            continue;
+        };
+        let mut handler = shard.service.connection(&shard.mailbox);
+        let conn = shard.clone();
+        let task = shard.gate.spawn(async move {
+            let _slot = slot;
+            let peer = stream.peer_addr().ok();
+            let reason =
+                connection::serve(&mut stream, &mut handler, &conn.limits, &conn.stop).await;
+            debug!(shard = conn.shard, ?peer, ?reason, "connection closed");
+        });
+        if let Ok(task) = task {
+            task.detach();
+        }
+    }
+}
+
+/// Checks that `addr` is free (a listener of another process with SO_REUSEPORT would
+/// otherwise silently share our port) and resolves port 0 to a free port.
+fn reserve(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+    let probe =
+        std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+    probe
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Raises the soft RLIMIT_MEMLOCK to what glommio needs for `shards` executors, up to the
+/// hard limit, and the hard limit too when privileged. glommio refuses to start under
+/// `constants::MEMLOCK_BYTES_MIN`; registering its I/O memory beyond the limit only logs.
+pub fn raise_memlock(shards: usize) -> Result<(), ServerError> {
+    use rlimit::Resource;
+    let per_shard = u64::try_from(constants::EXECUTOR_IO_MEMORY_BYTES).unwrap_or(u64::MAX);
+    let need = constants::MEMLOCK_BYTES_MIN
+        .saturating_add(per_shard.saturating_mul(u64::try_from(shards).unwrap_or(u64::MAX)));
+    let (soft, hard) = rlimit::getrlimit(Resource::MEMLOCK).map_err(|e| ServerError::Memlock {
+        have: 0,
+        need,
+        reason: e.to_string(),
+    })?;
+    if soft >= need {
+        return Ok(());
+    }
+    // Privileged (root or CAP_SYS_RESOURCE): lift both limits; otherwise up to the hard one.
+    if rlimit::setrlimit(Resource::MEMLOCK, need, hard.max(need)).is_ok() {
+        debug!(from = soft, to = need, "raised RLIMIT_MEMLOCK");
+        return Ok(());
+    }
+    let best = hard.min(need);
+    let raised = rlimit::setrlimit(Resource::MEMLOCK, best, hard);
+    if best >= constants::MEMLOCK_BYTES_MIN && raised.is_ok() {
+        debug!(
+            from = soft,
+            to = best,
+            "raised RLIMIT_MEMLOCK to its hard limit"
+        );
+        return Ok(());
+    }
+    Err(ServerError::Memlock {
+        have: soft,
+        need,
+        reason: match raised {
+            Err(e) => e.to_string(),
+            Ok(()) => format!("hard limit is {hard}"),
+        },
+    })
+}
