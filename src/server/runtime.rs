@@ -128,7 +128,7 @@ where
         available: cpus.clone(),
     })?;
     raise_memlock(cpus.len())?;
-    let listen_addr = reserve(config.listen_addr()?)?;
+    let (listen_addr, _held) = reserve(config.listen_addr()?)?;
     let shard_addrs: Vec<SocketAddr> = shard_ports
         .iter()
         .map(|&port| SocketAddr::new(listen_addr.ip(), port))
@@ -435,14 +435,29 @@ async fn accept_loop<S: Service>(listener: TcpListener, shard: Rc<Listening<S>>)
     }
 }
 
-/// Checks that `addr` is free (a listener of another process with SO_REUSEPORT would
-/// otherwise silently share our port) and resolves port 0 to a free port.
-fn reserve(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
-    let probe =
-        std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
-    probe
+/// Checks that `addr` is free, or picks a free port for port 0.
+///
+/// A fixed port is probed with a plain bind, which fails if anyone listens there: with
+/// SO_REUSEPORT alone, a second `rotord` of the same user would silently share the port.
+/// A free port is chosen by binding (without listening) a SO_REUSEPORT socket, returned to
+/// be held until every shard listens on that port: released earlier, the same free port
+/// could be handed to another process (or another test's server) in between.
+fn reserve(addr: SocketAddr) -> Result<(SocketAddr, Option<socket2::Socket>), ServerError> {
+    let bind_error = |source| ServerError::Bind { addr, source };
+    if addr.port() != 0 {
+        let probe = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+        return Ok((probe.local_addr().map_err(bind_error)?, None));
+    }
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).map_err(bind_error)?;
+    socket.set_reuse_port(true).map_err(bind_error)?;
+    socket.bind(&addr.into()).map_err(bind_error)?;
+    let bound = socket
         .local_addr()
-        .map_err(|source| ServerError::Bind { addr, source })
+        .map_err(bind_error)?
+        .as_socket()
+        .ok_or_else(|| bind_error(std::io::ErrorKind::AddrNotAvailable.into()))?;
+    Ok((bound, Some(socket)))
 }
 
 /// Raises the soft RLIMIT_MEMLOCK to what glommio needs for `shards` executors, up to the
@@ -484,4 +499,313 @@ pub fn raise_memlock(shards: usize) -> Result<(), ServerError> {
             Ok(()) => format!("hard limit is {hard}"),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::server::config::Cores;
+    use crate::server::echo::{self, EchoService, Reply};
+
+    /// A blocking test client of the echo protocol. Reads time out after 30 s so a broken
+    /// server fails the test instead of hanging it; nothing asserts on timing.
+    struct Client {
+        stream: TcpStream,
+        buf: Vec<u8>,
+    }
+
+    impl Client {
+        fn connect(addr: SocketAddr) -> Client {
+            let stream = TcpStream::connect(addr).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            Client {
+                stream,
+                buf: Vec::new(),
+            }
+        }
+
+        fn send(&mut self, op: u8, target: Option<u16>, payload: &[u8]) {
+            self.stream
+                .write_all(&echo::request(op, target, payload))
+                .expect("send");
+        }
+
+        /// The next reply, or `None` once the server closed the connection.
+        fn reply(&mut self) -> Option<Reply> {
+            loop {
+                if let Some((reply, used)) = echo::parse_reply(&self.buf) {
+                    self.buf.drain(..used);
+                    return Some(reply);
+                }
+                let mut chunk = [0u8; 64 * 1024];
+                match self.stream.read(&mut chunk) {
+                    Ok(0) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+        }
+
+        fn echo(&mut self, payload: &[u8]) -> u16 {
+            self.send(echo::OP_ECHO, None, payload);
+            match self.reply() {
+                Some(Reply::Echo(echo::OP_ECHO, shard, got)) if got == payload => shard,
+                other => panic!("unexpected reply {other:?}"),
+            }
+        }
+    }
+
+    /// Two shards on loopback ephemeral ports (pinned to the first two allowed CPUs, or
+    /// twice to the only one), counting shutdown hooks in the returned counter.
+    fn two_shards(tune: impl FnOnce(&mut Config)) -> (RunningServer, Arc<AtomicU32>) {
+        let cpus = allowed_cpus();
+        let mut config = Config {
+            listen: "127.0.0.1:0".into(),
+            cores: Cores::List(vec![cpus[0], *cpus.get(1).unwrap_or(&cpus[0])]),
+            ..Config::default()
+        };
+        tune(&mut config);
+        let shutdowns = Arc::new(AtomicU32::new(0));
+        let hooks = shutdowns.clone();
+        let server = start(&config, move |info| {
+            Ok(EchoService::new(info, Some(hooks.clone())))
+        })
+        .expect("server starts");
+        (server, shutdowns)
+    }
+
+    fn stop(server: RunningServer, shutdowns: &AtomicU32) {
+        server.stop();
+        server.join().expect("clean stop");
+        assert_eq!(
+            shutdowns.load(Ordering::SeqCst),
+            2,
+            "every shard's hook ran"
+        );
+    }
+
+    #[test]
+    fn two_shards_serve_both_ports_and_forward_through_the_mailbox() {
+        let (server, shutdowns) = two_shards(|_| {});
+        let shard_addrs = server.shard_addrs().to_vec();
+        assert_eq!(shard_addrs.len(), 2);
+        assert!(shard_addrs.iter().all(|a| a.port() != 0));
+
+        for (shard, addr) in (0u16..).zip(&shard_addrs) {
+            let mut client = Client::connect(*addr);
+            assert_eq!(
+                client.echo(b"own port"),
+                shard,
+                "per-shard port reaches its shard"
+            );
+            let other = 1 - shard;
+            client.send(echo::OP_FORWARD, Some(other), b"hop");
+            assert_eq!(
+                client.reply(),
+                Some(Reply::Echo(echo::OP_FORWARD, other, b"hop".to_vec())),
+                "forwarded through the mailbox and served by the owner"
+            );
+            client.send(echo::OP_FORWARD, Some(9), b"nowhere");
+            assert_eq!(client.reply(), Some(Reply::Error(echo::ERROR_NO_SHARD)));
+            assert_eq!(client.echo(b"still open"), shard);
+        }
+
+        for _ in 0..8 {
+            let mut client = Client::connect(server.listen_addr());
+            assert!(client.echo(b"common port") < 2);
+        }
+
+        // Pipelined: local replies and forwarded ones interleave; all arrive.
+        let mut client = Client::connect(shard_addrs[0]);
+        let mut want = Vec::new();
+        for i in 0..300u32 {
+            let payload = i.to_le_bytes();
+            if i % 3 == 0 {
+                client.send(echo::OP_FORWARD, Some(1), &payload);
+                want.push(Reply::Echo(echo::OP_FORWARD, 1, payload.to_vec()));
+            } else {
+                client.send(echo::OP_ECHO, None, &payload);
+                want.push(Reply::Echo(echo::OP_ECHO, 0, payload.to_vec()));
+            }
+        }
+        let mut got: Vec<Reply> = (0..want.len()).map(|_| client.reply().unwrap()).collect();
+        let key = |r: &Reply| format!("{r:?}");
+        got.sort_by_key(key);
+        want.sort_by_key(key);
+        assert_eq!(got, want);
+
+        stop(server, &shutdowns);
+    }
+
+    #[test]
+    fn large_frames_and_a_client_that_reads_late_are_served_in_full() {
+        let (server, shutdowns) = two_shards(|c| c.connection_output_bytes_max = 64 * 1024);
+        let addr = server.shard_addrs()[1];
+
+        // One frame well past the initial receive buffer.
+        let big: Vec<u8> = (0..echo::ECHO_FRAME_BYTES_MAX - 1)
+            .map(|i| i as u8)
+            .collect();
+        let mut client = Client::connect(addr);
+        assert_eq!(client.echo(&big), 1);
+
+        // 8 MiB of requests before reading anything: the server stops reading while its
+        // output is full and resumes as the client drains it; nothing is lost.
+        let mut writer = Client::connect(addr);
+        let mut reader = Client {
+            stream: writer.stream.try_clone().unwrap(),
+            buf: Vec::new(),
+        };
+        let sending = std::thread::spawn(move || {
+            for i in 0..2048u32 {
+                writer.send(echo::OP_ECHO, None, &[i as u8; 4096]);
+            }
+        });
+        for i in 0..2048u32 {
+            assert_eq!(
+                reader.reply(),
+                Some(Reply::Echo(echo::OP_ECHO, 1, vec![i as u8; 4096]))
+            );
+        }
+        sending.join().unwrap();
+        stop(server, &shutdowns);
+    }
+
+    #[test]
+    fn the_connection_cap_refuses_extra_connections_until_one_closes() {
+        let (server, shutdowns) = two_shards(|c| c.connections_max = 1);
+        let mut first = Client::connect(server.shard_addrs()[0]);
+        first.echo(b"admitted");
+
+        for addr in [server.listen_addr(), server.shard_addrs()[1]] {
+            let mut refused = Client::connect(addr);
+            // The kernel completes the TCP handshake; the server then closes at once.
+            let _ = refused
+                .stream
+                .write_all(&echo::request(echo::OP_ECHO, None, b"x"));
+            assert_eq!(
+                refused.reply(),
+                None,
+                "over the cap: closed without a reply"
+            );
+        }
+
+        drop(first);
+        // The slot frees when the server notices the close: retry a bounded number of times.
+        let admitted = (0..500).any(|_| {
+            let mut client = Client::connect(server.shard_addrs()[1]);
+            client.send(echo::OP_ECHO, None, b"again");
+            if client.reply().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            false
+        });
+        assert!(admitted, "a freed slot admits a new connection");
+        stop(server, &shutdowns);
+    }
+
+    #[test]
+    fn idle_and_handshake_timeouts_close_connections() {
+        let (server, shutdowns) = two_shards(|c| {
+            c.idle_timeout_ms = 50;
+            c.handshake_timeout_ms = 3_600_000;
+        });
+        let mut client = Client::connect(server.shard_addrs()[0]);
+        client.echo(b"then silence");
+        assert_eq!(client.reply(), None, "closed after the idle timeout");
+        stop(server, &shutdowns);
+
+        let (server, shutdowns) = two_shards(|c| {
+            c.idle_timeout_ms = 3_600_000;
+            c.handshake_timeout_ms = 50;
+        });
+        let mut silent = Client::connect(server.shard_addrs()[0]);
+        assert_eq!(silent.reply(), None, "no handshake: closed");
+        let mut partial = Client::connect(server.shard_addrs()[1]);
+        partial.stream.write_all(&[10, 0, 0, 0, 0]).unwrap();
+        assert_eq!(partial.reply(), None, "half a frame is no handshake");
+        stop(server, &shutdowns);
+    }
+
+    #[test]
+    fn malformed_frames_get_an_error_frame_then_close() {
+        let (server, shutdowns) = two_shards(|_| {});
+        let addr = server.shard_addrs()[0];
+        let bad_frames: [&[u8]; 4] = [
+            &[1, 0, 0, 0, 0x42],
+            &[0, 0, 0, 0],
+            &[0xff, 0xff, 0xff, 0xff],
+            &[2, 0, 0, 0, echo::OP_FORWARD, 1],
+        ];
+        let codes = [
+            echo::ERROR_MALFORMED,
+            echo::ERROR_MALFORMED,
+            echo::ERROR_TOO_LARGE,
+            echo::ERROR_MALFORMED,
+        ];
+        for (frame, code) in bad_frames.iter().zip(codes) {
+            let mut client = Client::connect(addr);
+            client.echo(b"fine so far");
+            client.stream.write_all(frame).unwrap();
+            assert_eq!(client.reply(), Some(Reply::Error(code)));
+            assert_eq!(client.reply(), None, "closed after the error frame");
+        }
+        assert_eq!(Client::connect(addr).echo(b"server unharmed"), 0);
+        stop(server, &shutdowns);
+    }
+
+    #[test]
+    fn stopping_closes_open_connections_and_runs_every_hook() {
+        let (server, shutdowns) = two_shards(|_| {});
+        let mut open = Client::connect(server.shard_addrs()[1]);
+        open.echo(b"before the stop");
+        let listen = server.listen_addr();
+        stop(server, &shutdowns);
+        assert_eq!(open.reply(), None, "closed by the shutdown");
+        // The kernel may still complete a handshake while io_uring tears down the listener
+        // (ring teardown is asynchronous), but nothing is served any more.
+        if let Ok(late) = TcpStream::connect(listen) {
+            let mut late = Client {
+                stream: late,
+                buf: Vec::new(),
+            };
+            late.stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let _ = late
+                .stream
+                .write_all(&echo::request(echo::OP_ECHO, None, b"x"));
+            assert_eq!(late.reply(), None, "no longer serving");
+        }
+    }
+
+    #[test]
+    fn a_taken_port_is_a_clear_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let config = Config {
+            listen: taken.local_addr().unwrap().to_string(),
+            shard_ports: Some(vec![0]),
+            cores: Cores::Count(1),
+            ..Config::default()
+        };
+        let err = start(&config, |info| Ok(EchoService::new(info, None)))
+            .err()
+            .expect("refused");
+        assert!(matches!(err, ServerError::Bind { .. }), "{err}");
+    }
+
+    #[test]
+    fn memlock_is_already_enough_or_raised() {
+        raise_memlock(2).expect("root or a sufficient limit");
+        let (soft, _) = rlimit::getrlimit(rlimit::Resource::MEMLOCK).unwrap();
+        assert!(soft >= constants::MEMLOCK_BYTES_MIN);
+    }
 }
