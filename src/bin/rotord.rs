@@ -1,6 +1,7 @@
 //! `rotord`: the Rotor server. Reads its configuration (defaults, `--config FILE`, flags),
 //! starts one shard per core and serves until SIGINT or SIGTERM, then stops gracefully and
-//! exits 0. A second signal during the graceful stop exits at once with status 130.
+//! exits 0. A second signal during the graceful stop exits at once with status 130; a
+//! panic anywhere exits with status 101.
 
 use std::process::ExitCode;
 
@@ -25,6 +26,14 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging();
+    // A panic is a bug that may have left a shard's state half-updated, and a dead shard
+    // would leave its port and partitions unserved while the others run on: stop the whole
+    // process (fail-stop), after the default hook printed where it happened.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(101);
+    }));
 
     // Signals are caught before any shard starts, so an early Ctrl-C is not lost.
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {

@@ -337,3 +337,66 @@ fn numbered<T>(ends: Vec<Option<T>>) -> Vec<(u16, T)> {
         .filter_map(|(end, i)| end.map(|end| (i, end)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    /// Three shards each call both others many times at once through queues of depth 4
+    /// (so senders wait for room): every call gets the answer of the shard it addressed.
+    #[test]
+    fn every_shard_reaches_every_other_and_gets_its_own_answers() {
+        const SHARDS: u16 = 3;
+        const CALLS: u32 = 200;
+        let ends = mesh::<(u16, u32), (u16, u32)>(SHARDS, 4);
+        let done = crate::server::limits::Latch::new(usize::from(SHARDS));
+        let handles: Vec<_> = ends
+            .into_iter()
+            .map(|ends| {
+                let done = done.clone();
+                LocalExecutorBuilder::new(Placement::Unbound)
+                    .io_memory(crate::constants::EXECUTOR_IO_MEMORY_BYTES)
+                    .spawn(move || async move {
+                        let (mailbox, inbox) = ends.connect().await;
+                        let me = mailbox.shard();
+                        let handler: RequestHandler<(u16, u32), (u16, u32)> =
+                            Rc::new(move |from, (to, n)| {
+                                assert_eq!(to, me, "delivered to its addressee");
+                                Box::pin(async move { (from, n * 2) })
+                            });
+                        mailbox.run(inbox, handler);
+                        assert_eq!(
+                            mailbox.call(me, (me, 0)).await.err(),
+                            Some(MailboxError::NoSuchShard(me))
+                        );
+                        assert_eq!(
+                            mailbox.call(SHARDS, (SHARDS, 0)).await.err(),
+                            Some(MailboxError::NoSuchShard(SHARDS))
+                        );
+                        let calls: Vec<_> = (0..SHARDS)
+                            .filter(|&to| to != me)
+                            .flat_map(|to| (0..CALLS).map(move |n| (to, n)))
+                            .map(|(to, n)| {
+                                let mailbox = mailbox.clone();
+                                glommio::spawn_local(async move {
+                                    assert_eq!(mailbox.call(to, (to, n)).await, Ok((me, n * 2)));
+                                })
+                            })
+                            .collect();
+                        for call in calls {
+                            call.await;
+                        }
+                        // Stay up until the peers are done calling us too.
+                        done.count_down();
+                        done.wait().await;
+                        assert!(mailbox.pending.borrow().is_empty());
+                    })
+                    .expect("executor")
+            })
+            .collect();
+        for handle in handles {
+            handle.join().expect("shard finished");
+        }
+    }
+}
