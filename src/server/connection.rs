@@ -132,6 +132,8 @@ pub async fn serve<H: FrameHandler>(
     let mut frame_hint = None;
 
     loop {
+        // Finished deferred replies first: each frees a place for the frames waiting.
+        in_flight -= completions.drain_into(&mut out);
         let mut closing = None;
         let mut pos = 0;
         while in_flight < limits.in_flight_max && out.len() < limits.output_bytes_max {
@@ -167,7 +169,6 @@ pub async fn serve<H: FrameHandler>(
             frame_hint = None;
         }
         input.consume(pos);
-        in_flight -= completions.drain_into(&mut out);
         // Serving stopped at the output bound: once written, serve on before waiting.
         let output_was_full = out.len() >= limits.output_bytes_max;
 

@@ -6,6 +6,9 @@
 //! - `ECHO` (0): body = payload. Reply: `ECHO`, `shard: u16 LE`, payload.
 //! - `FORWARD` (1): body = `target: u16 LE`, payload. Served by shard `target` through the
 //!   mailbox. Reply: `FORWARD`, the serving shard, payload.
+//! - `DELAY` (2): body = `millis: u32 LE` (at most 10 000), payload. Replied after that
+//!   long, as deferred work: it stands for a slow request in tests of in-flight bounds and
+//!   shutdown.
 //! - Anything else, an empty frame, or a length above `ECHO_FRAME_BYTES_MAX`: reply
 //!   `ERROR` (0xFF) with one code byte, then the connection closes.
 //!
@@ -16,6 +19,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::connection::{CloseReason, FrameHandler, Step};
 use super::mailbox::Mailbox;
@@ -25,6 +29,10 @@ use super::runtime::{Service, ShardInfo};
 pub const OP_ECHO: u8 = 0;
 /// Echo the payload from another shard, through the mailbox.
 pub const OP_FORWARD: u8 = 1;
+/// Echo the payload after a delay.
+pub const OP_DELAY: u8 = 2;
+/// Longest delay `DELAY` accepts, in milliseconds.
+pub const DELAY_MS_MAX: u32 = 10_000;
 /// Error reply; the connection closes after it.
 pub const OP_ERROR: u8 = 0xFF;
 /// Error code: the frame is longer than `ECHO_FRAME_BYTES_MAX`.
@@ -173,6 +181,27 @@ impl FrameHandler for EchoHandler {
                             Ok(r) => reply_frame(&mut reply, OP_FORWARD, r.shard, &r.payload),
                             Err(_) => error_frame(&mut reply, ERROR_NO_SHARD),
                         }
+                        reply
+                    }),
+                }
+            }
+            OP_DELAY => {
+                let Some((millis, payload)) = rest
+                    .split_first_chunk::<4>()
+                    .map(|(m, p)| (u32::from_le_bytes(*m), p))
+                    .filter(|(m, _)| *m <= DELAY_MS_MAX)
+                else {
+                    error_frame(out, ERROR_MALFORMED);
+                    return Step::Close(CloseReason::Malformed);
+                };
+                let shard = self.shard;
+                let payload = payload.to_vec();
+                Step::Deferred {
+                    consumed: frame_bytes,
+                    reply: Box::pin(async move {
+                        glommio::timer::sleep(Duration::from_millis(millis.into())).await;
+                        let mut reply = Vec::new();
+                        reply_frame(&mut reply, OP_DELAY, shard, &payload);
                         reply
                     }),
                 }

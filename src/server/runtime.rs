@@ -762,6 +762,52 @@ mod tests {
         stop(server, &shutdowns);
     }
 
+    /// Sends a `DELAY` request and then an `ECHO`, and waits for the echo: by then the
+    /// server has read the delayed request, which is in flight.
+    fn delayed_then_echo(client: &mut Client, millis: u32) -> Vec<Reply> {
+        let mut body = millis.to_le_bytes().to_vec();
+        body.extend_from_slice(b"slow");
+        client.send(echo::OP_DELAY, None, &body);
+        client.send(echo::OP_ECHO, None, b"fast");
+        vec![client.reply().unwrap()]
+    }
+
+    /// The story: the connection loop once collected finished deferred replies only after
+    /// serving frames. At the in-flight bound, a frame already received stayed unserved
+    /// once the slow request finished, and the loop went back to waiting for input that
+    /// never came: the client hung. Replies are now collected before serving.
+    #[test]
+    fn the_in_flight_bound_holds_back_later_frames() {
+        let (server, shutdowns) = two_shards(|c| c.connection_in_flight_max = 1);
+        let mut client = Client::connect(server.shard_addrs()[0]);
+        let mut replies = delayed_then_echo(&mut client, 20);
+        replies.push(client.reply().unwrap());
+        assert_eq!(
+            replies,
+            [
+                Reply::Echo(echo::OP_DELAY, 0, b"slow".to_vec()),
+                Reply::Echo(echo::OP_ECHO, 0, b"fast".to_vec()),
+            ],
+            "with one request in flight, the echo waits for the slow request"
+        );
+        stop(server, &shutdowns);
+    }
+
+    #[test]
+    fn stopping_answers_requests_in_flight_first() {
+        let (server, shutdowns) = two_shards(|_| {});
+        let mut client = Client::connect(server.shard_addrs()[1]);
+        let first = delayed_then_echo(&mut client, 300);
+        assert_eq!(first, [Reply::Echo(echo::OP_ECHO, 1, b"fast".to_vec())]);
+        stop(server, &shutdowns);
+        assert_eq!(
+            client.reply(),
+            Some(Reply::Echo(echo::OP_DELAY, 1, b"slow".to_vec())),
+            "the request in flight was answered before the connection closed"
+        );
+        assert_eq!(client.reply(), None);
+    }
+
     #[test]
     fn stopping_closes_open_connections_and_runs_every_hook() {
         let (server, shutdowns) = two_shards(|_| {});
