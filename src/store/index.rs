@@ -89,6 +89,17 @@ impl PartitionIndex {
             .find(|&l| key_of(l) == Some(key))
     }
 
+    /// Every location filed under `hash` (one key's, or several colliding keys').
+    pub fn candidates(&self, hash: u64) -> impl Iterator<Item = Loc> + '_ {
+        let slot = self.main.get(&hash).copied();
+        let single = slot.filter(|l| l.segment != OVERFLOW);
+        let list = slot
+            .filter(|l| l.segment == OVERFLOW)
+            .and_then(|_| self.overflow.get(&hash))
+            .map_or(&[][..], |l| &l[..]);
+        single.into_iter().chain(list.iter().copied())
+    }
+
     /// Points `key` at `loc`; returns the location it replaced.
     pub fn insert<'k>(
         &mut self,

@@ -369,7 +369,7 @@ impl Store {
 
     /// Reads the value of `key` in `partition`; `Ok(None)` if absent.
     pub fn get(&self, partition: u32, key: &[u8]) -> Result<Option<Found<'_>>, ReadError> {
-        let Some(loc) = self.locate(partition, key) else {
+        let Some(loc) = self.locate(partition, key)? else {
             return Ok(None);
         };
         let (rec, _) = self.checked(loc, key)?;
@@ -383,7 +383,7 @@ impl Store {
     /// Like [`Store::get`], but the result keeps its segment mapped, so it outlives later
     /// writes and compaction.
     pub fn get_shared(&self, partition: u32, key: &[u8]) -> Result<Option<SharedValue>, ReadError> {
-        let Some(loc) = self.locate(partition, key) else {
+        let Some(loc) = self.locate(partition, key)? else {
             return Ok(None);
         };
         let (rec, seg) = self.checked(loc, key)?;
@@ -610,10 +610,21 @@ impl Store {
 
     // ---- helpers ------------------------------------------------------------------------
 
-    fn locate(&self, partition: u32, key: &[u8]) -> Option<Loc> {
-        let index = self.partitions.get(&partition)?;
+    /// Where `key`'s record is. When the key's hash is filed but no record there holds the
+    /// key, a damaged record (say, a flipped key length) may be hiding it: report that
+    /// rather than a plain miss.
+    fn locate(&self, partition: u32, key: &[u8]) -> Result<Option<Loc>, ReadError> {
+        let Some(index) = self.partitions.get(&partition) else {
+            return Ok(None);
+        };
         let hash = self.hasher.hash_one(key);
-        index.find(hash, key, |l| key_at(&self.segments, l))
+        if let Some(loc) = index.find(hash, key, |l| key_at(&self.segments, l)) {
+            return Ok(Some(loc));
+        }
+        match index.candidates(hash).find(|&l| self.decode(l).is_none()) {
+            Some(damaged) => Err(self.corrupted(damaged)),
+            None => Ok(None),
+        }
     }
 
     /// Decodes the value record at `loc` and checks it is `key`'s: anything else is damage.

@@ -182,6 +182,12 @@ struct Pending {
     drops: HashMap<u32, u64>,
     purges: Vec<(u32, Vec<u8>, u64)>,
     deleted_hints: HashSet<u64>,
+    /// Checkpoint entries (partition, key hash) whose segment compaction deleted after the
+    /// checkpoint: the replay must bring each key back (its copy, a newer write) or show
+    /// it gone (purge, partition drop), else the checkpoint is refused.
+    missing: HashMap<(u32, u64), u32>,
+    /// Checkpointed hints whose segment was deleted, awaiting their copy or deletion.
+    missing_hints: HashSet<u64>,
 }
 
 impl Pending {
@@ -359,6 +365,9 @@ fn apply(store: &mut Store, loc: Loc, rec: &Record<'_>, pending: &mut Pending) {
                 return;
             }
             let hash = store.hasher.hash_one(rec.key);
+            if let Some(n) = pending.missing.get_mut(&(meta.partition, hash)) {
+                *n = n.saturating_sub(1);
+            }
             let segments = &store.segments;
             let index = store.partitions.entry(meta.partition).or_default();
             if let Some(old) = index.find(hash, rec.key, |l| key_at(segments, l)) {
@@ -371,6 +380,7 @@ fn apply(store: &mut Store, loc: Loc, rec: &Record<'_>, pending: &mut Pending) {
             store.index_insert(meta.partition, rec.key, loc, len);
         }
         RecordKind::Hint => {
+            pending.missing_hints.remove(&meta.lsn);
             if pending.deleted_hints.contains(&meta.lsn) {
                 return;
             }
@@ -386,6 +396,7 @@ fn apply(store: &mut Store, loc: Loc, rec: &Record<'_>, pending: &mut Pending) {
             store.add_markers(loc, len);
             let id = u64_at(rec.value, 0);
             pending.deleted_hints.insert(id);
+            pending.missing_hints.remove(&id);
             if let Some((_, old)) = store.hints.remove(id) {
                 let old_len = store.release(old);
                 store.hint_bytes = store.hint_bytes.saturating_sub(old_len);
@@ -396,11 +407,14 @@ fn apply(store: &mut Store, loc: Loc, rec: &Record<'_>, pending: &mut Pending) {
             pending
                 .purges
                 .push((meta.partition, rec.key.to_vec(), meta.lsn));
+            let hash = store.hasher.hash_one(rec.key);
+            pending.missing.remove(&(meta.partition, hash));
         }
         RecordKind::PartitionDrop => {
             store.add_markers(loc, len);
             let d = pending.drops.entry(meta.partition).or_insert(0);
             *d = (*d).max(meta.lsn);
+            pending.missing.retain(|&(p, _), _| p != meta.partition);
         }
     }
 }
@@ -595,6 +609,10 @@ fn load_checkpoint(
         let mut index = PartitionIndex::with_capacity(n);
         for _ in 0..n {
             let (hash, segment, offset) = (r.u64()?, r.u32()?, r.u32()?);
+            if !store.segments.contains_key(&segment) {
+                *pending.missing.entry((partition, hash)).or_default() += 1;
+                continue;
+            }
             // Entries are unique keys: insert without comparing keys.
             index.insert(hash, &[], Loc { segment, offset }, |_| None);
         }
@@ -604,6 +622,10 @@ fn load_checkpoint(
     for _ in 0..hints {
         let (target, id, segment, offset) = (r.u64()?, r.u64()?, r.u32()?, r.u32()?);
         let loc = Loc { segment, offset };
+        if !store.segments.contains_key(&segment) {
+            pending.missing_hints.insert(id);
+            continue;
+        }
         store.hints.insert(target, id, loc);
         store.hint_bytes += head_at(&store.segments, loc).map_or(0, |h| h.padded_len);
     }
@@ -628,6 +650,9 @@ fn load_checkpoint(
         if id == replay_seg && end < replay_off {
             return Err("log ends before the checkpoint's replay point".into());
         }
+    }
+    if pending.missing.values().any(|&n| n > 0) || !pending.missing_hints.is_empty() {
+        return Err("keys in compacted segments did not reappear in the log".into());
     }
     // Entries still pointing at deleted segments mean the checkpoint was too stale.
     let dangling = store

@@ -193,6 +193,46 @@ fn compaction_reclaims_segments_and_shared_values_outlive_them() {
     }
 }
 
+/// Story: compaction that dropped a partition-drop, purge or hint-delete marker while an
+/// older segment still held the records it cancels brought those records back to life on
+/// the next scan. Markers must live as long as anything older does.
+#[test]
+fn markers_outlive_the_records_they_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path(), small(Durability::Never));
+    // Segment 1: mostly live data that never becomes garbage, plus the doomed records.
+    for i in 0..9u8 {
+        s.put(1, &[i], ValueKind::Value, &[i; 300]).unwrap();
+    }
+    s.put(0, b"gone", ValueKind::Value, b"v").unwrap();
+    s.put(2, b"tomb", ValueKind::Tombstone, b"t").unwrap();
+    let hint = s.put_hint(9, 2, b"h", b"hv").unwrap();
+    // Segment 2 onwards: the markers, then garbage so that only later segments qualify.
+    s.put(3, b"filler", ValueKind::Value, &[0; 1000]).unwrap();
+    s.drop_partition(0).unwrap();
+    assert!(s.purge(2, b"tomb").unwrap());
+    assert!(s.delete_hint(hint).unwrap());
+    for round in 0..40u8 {
+        s.put(3, b"churn", ValueKind::Value, &[round; 300]).unwrap();
+    }
+    drain(&mut s);
+    assert!(
+        s.segments.contains_key(&1),
+        "segment 1 must survive for this test"
+    );
+    assert!(
+        !s.segments.contains_key(&2),
+        "segment 2 must be compacted for this test"
+    );
+    drop(s);
+    std::fs::remove_file(dir.path().join("index.ckpt")).ok();
+    let (s, _) = open(dir.path(), small(Durability::Never));
+    assert_eq!(value_of(&s, 0, b"gone"), None);
+    assert_eq!(value_of(&s, 2, b"tomb"), None);
+    assert_eq!(s.hints(9).count(), 0);
+    assert_eq!(s.iter_partition(1).count(), 9);
+}
+
 #[test]
 fn oversized_records_are_refused() {
     let dir = tempfile::tempdir().unwrap();
