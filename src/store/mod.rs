@@ -49,6 +49,15 @@
 //! hint-delete marker one hint. Markers are copied forward by compaction while any older
 //! segment exists, since those may still hold what they cancel.
 //!
+//! # Index
+//!
+//! Per partition (an ahash map of partitions), a hash table from the key's 64-bit hash
+//! (ahash with per-store random seeds kept in `STORE`) to the record's (segment, offset):
+//! 16 bytes per key plus table slack, about 19 to 39 bytes per key whatever the key length,
+//! since keys are not copied into memory: a lookup compares the key stored in the record.
+//! Keys of one partition whose hashes collide are kept apart in a small overflow table.
+//! [`Store::index_bytes`] reports the figure from the tables' capacities.
+//!
 //! # Durability
 //!
 //! Writes are stores into the mapped page cache; durability comes from `fdatasync` of the
