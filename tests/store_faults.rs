@@ -151,6 +151,18 @@ fn a_full_disk_refuses_writes_clearly_and_recovers() {
         Err(WriteError::NoSpace)
     ));
     s.sync().unwrap();
+    // A restart while the disk is still full opens for reads.
+    drop(s);
+    let (mut s, report) = Store::open(&dir, config(256 * 1024)).unwrap();
+    assert_eq!(report.keys, u64::from(written));
+    assert_eq!(
+        s.get(0, &key(written - 1)).unwrap().unwrap().value,
+        &value(written - 1)[..]
+    );
+    assert!(matches!(
+        s.put(0, &key(written), ValueKind::Value, &value(written)),
+        Err(WriteError::NoSpace)
+    ));
 
     std::fs::remove_file(&ballast).unwrap();
     for i in written..written + 100 {

@@ -156,16 +156,24 @@ pub(super) fn open(dir: &Path, config: StoreConfig) -> Result<(Store, RecoveryRe
     }
     pending.finish(&mut store);
 
-    // Append to the last healthy segment; a new one is made on the first write if it is full.
-    store.active = store.segments.keys().next_back().copied().unwrap_or(0);
-    if store.active == 0 || store.active != store.max_segment_id {
-        store.rotate().map_err(|e| match e {
-            WriteError::NoSpace => OpenError::NoSpace(dir.to_path_buf()),
-            other => OpenError::Io {
+    // Appends go to a fresh segment, never after recovered bytes: past the end a scan found
+    // there may be stale bytes (pages written back out of order before a power loss), and
+    // checking a whole preallocated tail for zeros would cost a read of it on every open.
+    // On a full disk the store opens anyway and serves reads; writes retry the segment.
+    match store.rotate() {
+        Ok(()) => {}
+        Err(WriteError::NoSpace) => {
+            eprintln!(
+                "rotor store {}: disk full, opened for reads only until space is freed",
+                dir.display()
+            );
+        }
+        Err(other) => {
+            return Err(OpenError::Io {
                 path: dir.to_path_buf(),
                 source: io::Error::other(other.to_string()),
-            },
-        })?;
+            })
+        }
     }
     // What was recovered may sit only in the page cache (the previous process died before
     // its fsync): sync it before calling it durable. Clean files cost next to nothing.
@@ -284,7 +292,7 @@ fn scan_segment(
     }
     if let Some(info) = store.segments.get_mut(&id) {
         if let Some(seg) = std::sync::Arc::get_mut(&mut info.seg) {
-            seg.truncate(outcome.end);
+            seg.truncate(outcome.end, outcome.torn);
             if outcome.torn {
                 // Make the zeroing durable so a later scan does not meet the torn bytes.
                 let _ = seg.sync();
@@ -605,7 +613,7 @@ fn load_checkpoint(
         info.markers = markers;
         if id < replay_seg {
             let seg = std::sync::Arc::get_mut(&mut info.seg).ok_or("segment shared")?;
-            seg.truncate(end);
+            seg.truncate(end, false);
         }
     }
 

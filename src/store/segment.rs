@@ -138,15 +138,18 @@ impl Segment {
             .store((start + total) as u32, Ordering::Relaxed);
     }
 
-    /// Recovery found the written part to end at `end`: zero whatever lies after it (a torn
-    /// write, or stale bytes) so that no later scan can misread it, and publish up to `end`.
-    pub fn truncate(&mut self, end: usize) {
+    /// Recovery found the written part to end at `end`: publish up to there. With `zero`
+    /// (a torn tail), also zero whatever lies after it, so that no later scan resynchronises
+    /// onto stale records behind the torn one. Nothing is ever appended after recovered
+    /// bytes, so a clean end needs no zeroing (and no read of the preallocated tail).
+    pub fn truncate(&mut self, end: usize, zero: bool) {
         let len = self.map.len();
         let end = end.min(len);
-        let dirty = self
-            .bytes()
-            .get(end..)
-            .is_some_and(|t| t.iter().any(|&b| b != 0));
+        let dirty = zero
+            && self
+                .bytes()
+                .get(end..)
+                .is_some_and(|t| t.iter().any(|&b| b != 0));
         if dirty {
             // SAFETY: `&mut self` means no slice of this segment is alive, and
             // `[end, len)` is inside the map.
@@ -196,7 +199,7 @@ mod tests {
         seg.append(&[b"abc", b"de"], 8);
         assert_eq!(&seg.bytes()[32..37], b"abcde");
         assert_eq!(seg.published(), 40);
-        seg.truncate(34);
+        seg.truncate(34, true);
         assert_eq!(seg.published(), 34);
         drop(seg);
         let seg = Segment::open(1, &path).unwrap();
