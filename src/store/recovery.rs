@@ -156,25 +156,11 @@ pub(super) fn open(dir: &Path, config: StoreConfig) -> Result<(Store, RecoveryRe
     }
     pending.finish(&mut store);
 
-    // Appends go to a fresh segment, never after recovered bytes: past the end a scan found
-    // there may be stale bytes (pages written back out of order before a power loss), and
-    // checking a whole preallocated tail for zeros would cost a read of it on every open.
-    // On a full disk the store opens anyway and serves reads; writes retry the segment.
-    match store.rotate() {
-        Ok(()) => {}
-        Err(WriteError::NoSpace) => {
-            eprintln!(
-                "rotor store {}: disk full, opened for reads only until space is freed",
-                dir.display()
-            );
-        }
-        Err(other) => {
-            return Err(OpenError::Io {
-                path: dir.to_path_buf(),
-                source: io::Error::other(other.to_string()),
-            })
-        }
-    }
+    // Appends go to a fresh segment, made by the first write, never after recovered bytes:
+    // past the end a scan found there may be stale bytes (pages written back out of order
+    // before a power loss), and checking a whole preallocated tail for zeros would cost a
+    // read of it. So an open writes nothing, and opens on a full disk, serving reads.
+    store.active = 0;
     // What was recovered may sit only in the page cache (the previous process died before
     // its fsync): sync it before calling it durable. Clean files cost next to nothing.
     if store.config.durability != super::Durability::Never {
@@ -385,14 +371,19 @@ fn apply(store: &mut Store, loc: Loc, rec: &Record<'_>, pending: &mut Pending) {
             }
             let segments = &store.segments;
             let index = store.partitions.entry(meta.partition).or_default();
-            if let Some(old) = index.find(hash, rec.key, |l| key_at(segments, l)) {
-                // Equal LSNs are two copies of one write (compaction): the later one wins,
-                // since the older copy's segment is about to be deleted.
-                if head_at(segments, old).is_some_and(|h| h.lsn > meta.lsn) {
-                    return;
-                }
+            let Some(old) = index.insert(hash, rec.key, loc, |l| key_at(segments, l)) else {
+                store.add_live(loc, len);
+                return;
+            };
+            // Equal LSNs are two copies of one write (compaction): the later one wins, since
+            // the older copy's segment is about to be deleted. A newer write already in the
+            // index (rare: only copies arrive out of order) is put back.
+            if head_at(segments, old).is_some_and(|h| h.lsn > meta.lsn) {
+                index.insert(hash, rec.key, old, |l| key_at(segments, l));
+                return;
             }
-            store.index_insert(meta.partition, rec.key, loc, len);
+            store.add_live(loc, len);
+            store.release(old);
         }
         RecordKind::Hint => {
             pending.missing_hints.remove(&meta.lsn);
@@ -513,11 +504,13 @@ pub(super) fn write_checkpoint(store: &Store) -> Result<(), WriteError> {
         out.put(&store.incarnation.to_le_bytes())?;
         out.put(&store.hasher.hash_one(HASH_PROBE).to_le_bytes())?;
         out.put(&store.next_lsn.to_le_bytes())?;
-        let replay_off = store
-            .segments
-            .get(&store.active)
-            .map_or(SEGMENT_HEADER_BYTES, |i| i.seg.published());
-        out.put(&store.active.to_le_bytes())?;
+        // Replay starts where the next write goes: the active segment's end, or the start
+        // of the segment the next write will create.
+        let (replay_seg, replay_off) = match store.segments.get(&store.active) {
+            Some(info) => (store.active, info.seg.published()),
+            None => (store.max_segment_id + 1, SEGMENT_HEADER_BYTES),
+        };
+        out.put(&replay_seg.to_le_bytes())?;
         out.put(&(replay_off as u32).to_le_bytes())?;
         out.put(&(store.segments.len() as u32).to_le_bytes())?;
         for (&id, info) in &store.segments {
