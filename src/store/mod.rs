@@ -407,6 +407,9 @@ impl Store {
     }
 
     /// Stores `value` as the state of `key` in `partition`, replacing what was there.
+    ///
+    /// On `Err(SyncFailed)` (under `Always`) the write reached the page cache and may be
+    /// visible to reads, but it was not made durable: treat it as indeterminate.
     pub fn put(
         &mut self,
         partition: u32,

@@ -170,6 +170,10 @@ impl Segment {
     /// fdatasync: makes every store into the map durable (on Linux the page cache pages
     /// dirtied through a shared mapping are written by fdatasync like any others).
     pub fn sync(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if tests::FAIL_SYNC.with(|f| f.get()) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
         self.file.sync_data()
     }
 }
@@ -187,8 +191,13 @@ fn fallocate(file: &File, bytes: u32) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    thread_local! {
+        /// Makes every fdatasync of this thread fail with EIO (fault injection for tests).
+        pub(crate) static FAIL_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
 
     #[test]
     fn appends_publish_and_truncate_zeroes() {

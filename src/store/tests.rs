@@ -233,6 +233,62 @@ fn markers_outlive_the_records_they_cancel() {
     assert_eq!(s.iter_partition(1).count(), 9);
 }
 
+/// Story (fsyncgate): after a failed fsync the kernel may have dropped the dirty pages and
+/// marked them clean, so a retried fsync "succeeds" over lost data. The store must refuse
+/// every later write instead of retrying, keep serving reads, and recover on reopen.
+#[test]
+fn an_fsync_error_poisons_the_store_for_writes() {
+    use super::segment::tests::FAIL_SYNC;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path(), small(Durability::Group));
+    let lsn = s.put(0, b"k", ValueKind::Value, b"v1").unwrap();
+    assert!(
+        s.durable_lsn() < lsn,
+        "group commit acknowledges only after sync"
+    );
+    assert_eq!(s.sync().unwrap(), lsn);
+    assert_eq!(s.durable_lsn(), lsn);
+    s.put(0, b"k", ValueKind::Value, b"v2").unwrap();
+    FAIL_SYNC.with(|f| f.set(true));
+    assert!(matches!(s.sync(), Err(WriteError::SyncFailed(_))));
+    FAIL_SYNC.with(|f| f.set(false));
+    // Even though fsync would work again now, nothing is retried.
+    assert!(matches!(s.sync(), Err(WriteError::Poisoned)));
+    assert!(matches!(
+        s.put(0, b"x", ValueKind::Value, b"y"),
+        Err(WriteError::Poisoned)
+    ));
+    assert!(matches!(s.drop_partition(0), Err(WriteError::Poisoned)));
+    assert!(matches!(s.compact_step(1024), Err(WriteError::Poisoned)));
+    assert!(matches!(
+        s.put_hint(1, 0, b"h", b"v"),
+        Err(WriteError::Poisoned)
+    ));
+    assert_eq!(s.durable_lsn(), lsn);
+    assert_eq!(value_of(&s, 0, b"k").unwrap().1, b"v2");
+    assert!(s.close().is_err());
+    let (mut s, _) = open(dir.path(), small(Durability::Always));
+    assert_eq!(value_of(&s, 0, b"k").unwrap().1, b"v2");
+    s.put(0, b"x", ValueKind::Value, b"y").unwrap();
+}
+
+/// With `Always`, a write whose fsync fails is not acknowledged.
+#[test]
+fn always_reports_the_failed_fsync_to_the_writer() {
+    use super::segment::tests::FAIL_SYNC;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path(), small(Durability::Always));
+    s.put(0, b"a", ValueKind::Value, b"1").unwrap();
+    FAIL_SYNC.with(|f| f.set(true));
+    let res = s.put(0, b"b", ValueKind::Value, b"2");
+    FAIL_SYNC.with(|f| f.set(false));
+    assert!(matches!(res, Err(WriteError::SyncFailed(_))), "{res:?}");
+    assert!(matches!(
+        s.put(0, b"c", ValueKind::Value, b"3"),
+        Err(WriteError::Poisoned)
+    ));
+}
+
 #[test]
 fn oversized_records_are_refused() {
     let dir = tempfile::tempdir().unwrap();
