@@ -226,6 +226,23 @@ pub const CHECKPOINT_INTERVAL_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
 /// instead of filling the disk.
 pub const HINT_BYTES_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
 
+// ---------------------------------------------------------------------------------------
+// Service (the protocol served by each shard)
+// ---------------------------------------------------------------------------------------
+
+/// How long a shard's background compaction sleeps when no segment needs it, in
+/// milliseconds. Each check costs a scan of the shard's segment table; shorter reclaims
+/// disk sooner after a burst of overwrites.
+pub const COMPACTION_IDLE_MS: u64 = 200;
+
+/// How long background compaction backs off after a store error (full disk, poisoned
+/// store), in milliseconds, so a failing disk is not hammered in a loop.
+pub const COMPACTION_BACKOFF_MS: u64 = 5_000;
+
+/// Latencies above this (microseconds) are recorded at this value in the STATS histograms.
+/// Each histogram costs about 20 KiB per shard at 2 significant digits up to one minute.
+pub const STATS_LATENCY_US_MAX: u64 = 60_000_000;
+
 const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < FRAME_BODY_BYTES_MAX);
 const _: () = assert!(PARTITIONS_DEFAULT.is_power_of_two());
 const _: () = assert!(PARTITIONS_MAX.is_power_of_two());
