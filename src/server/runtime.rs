@@ -809,6 +809,40 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_harm_the_server() {
+        let (server, shutdowns) = two_shards(|_| {});
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            // xorshift64: reproducible garbage without a dependency.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..200 {
+            let addr = server.shard_addrs()[round % 2];
+            let mut client = Client::connect(addr);
+            let len = usize::try_from(next() % 2048).unwrap();
+            let mut garbage: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if round % 3 == 0 {
+                // A plausible length prefix, so the bytes reach the op decoding too.
+                let body = u32::try_from(len.saturating_sub(4)).unwrap();
+                if let Some(header) = garbage.get_mut(..4) {
+                    header.copy_from_slice(&body.to_le_bytes());
+                }
+            }
+            let _ = client.stream.write_all(&garbage);
+            let _ = client.stream.shutdown(std::net::Shutdown::Write);
+            // Whatever comes back, the connection ends (error frame, or our half-close).
+            while client.reply().is_some() {}
+        }
+        for addr in server.shard_addrs().to_vec() {
+            Client::connect(addr).echo(b"still serving");
+        }
+        stop(server, &shutdowns);
+    }
+
+    #[test]
     fn stopping_closes_open_connections_and_runs_every_hook() {
         let (server, shutdowns) = two_shards(|_| {});
         let mut open = Client::connect(server.shard_addrs()[1]);
