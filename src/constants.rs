@@ -110,8 +110,9 @@ pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
 pub const EXECUTOR_IO_MEMORY_BYTES: usize = 256 * 1024;
 
 /// Locked memory glommio requires before it creates a reactor (it refuses to start under
-/// 512 KiB). `rotord` raises its soft RLIMIT_MEMLOCK to at least this plus
-/// `EXECUTOR_IO_MEMORY_BYTES` per core when it may.
+/// 512 KiB). `rotord` raises its soft RLIMIT_MEMLOCK to at least this plus three times
+/// `EXECUTOR_IO_MEMORY_BYTES` per core (glommio registers it with each of its three
+/// rings, and each registration is charged) when it may.
 pub const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
 
 const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < FRAME_BODY_BYTES_MAX);

@@ -465,7 +465,10 @@ fn reserve(addr: SocketAddr) -> Result<(SocketAddr, Option<socket2::Socket>), Se
 /// `constants::MEMLOCK_BYTES_MIN`; registering its I/O memory beyond the limit only logs.
 pub fn raise_memlock(shards: usize) -> Result<(), ServerError> {
     use rlimit::Resource;
-    let per_shard = u64::try_from(constants::EXECUTOR_IO_MEMORY_BYTES).unwrap_or(u64::MAX);
+    // glommio registers its I/O memory with each of its three rings (main, latency,
+    // poll), and the kernel charges each registration to the limit.
+    let per_shard = u64::try_from(constants::EXECUTOR_IO_MEMORY_BYTES)
+        .map_or(u64::MAX, |bytes| bytes.saturating_mul(3));
     let need = constants::MEMLOCK_BYTES_MIN
         .saturating_add(per_shard.saturating_mul(u64::try_from(shards).unwrap_or(u64::MAX)));
     let (soft, hard) = rlimit::getrlimit(Resource::MEMLOCK).map_err(|e| ServerError::Memlock {
