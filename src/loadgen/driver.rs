@@ -48,6 +48,9 @@ pub struct PhaseStats {
     pub first_failure: Option<String>,
     /// Length of the measured window actually run.
     pub measured: Duration,
+    /// Replies received in the whole phase, warmup included: with the server's CPU time
+    /// over the same run it gives the server's cost per request.
+    pub replies_total: u64,
 }
 
 /// Outcome counts.
@@ -766,9 +769,10 @@ fn report_progress(
         next_line += Duration::from_secs(1);
         let completed = sum(|m| &m.completed);
         let rate = (completed - last_completed) as f64 / (now - last_time).as_secs_f64();
+        // A line is labelled by the second it covers, so the last warmup second says warmup.
         let phase = match kind {
             PhaseKind::Prefill => "prefill",
-            PhaseKind::Measure if now < measure_start => "warmup",
+            PhaseKind::Measure if last_time < measure_start => "warmup",
             PhaseKind::Measure => "measure",
         };
         let _ = writeln!(
@@ -794,6 +798,7 @@ fn merge(results: Vec<ThreadStats>, measured: Duration) -> PhaseStats {
         unsent: 0,
         first_failure: None,
         measured,
+        replies_total: 0,
     };
     for r in results {
         // Same bounds on both sides, so adding cannot fail.
@@ -807,6 +812,7 @@ fn merge(results: Vec<ThreadStats>, measured: Duration) -> PhaseStats {
         merged.connect_failures += r.connect_failures;
         merged.disconnects += r.disconnects;
         merged.unsent += r.unsent;
+        merged.replies_total += r.completed;
         if merged.first_failure.is_none() {
             merged.first_failure = r.first_failure;
         }

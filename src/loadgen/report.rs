@@ -66,6 +66,8 @@ pub struct Report {
     pub disconnects: u64,
     /// Open loop: requests due in the window that never left (the generator fell behind).
     pub unsent: u64,
+    /// Replies received in the run, warmup included, prefill excluded.
+    pub replies_total: u64,
     /// Keys written by the prefill, if one ran.
     pub prefill_ok: Option<u64>,
     /// The first connection or protocol failure, if any.
@@ -119,6 +121,7 @@ impl Report {
             connect_failures: stats.connect_failures,
             disconnects: stats.disconnects,
             unsent: stats.unsent,
+            replies_total: stats.replies_total,
             prefill_ok: prefill.map(|p| p.counts.ok),
             first_failure: stats
                 .first_failure
@@ -226,6 +229,7 @@ impl Report {
         j.int("connect_failures", self.connect_failures);
         j.int("disconnects", self.disconnects);
         j.int("unsent", self.unsent);
+        j.int("replies_total", self.replies_total);
         match self.prefill_ok {
             Some(n) => j.int("prefill_ok", n),
             None => j.number("prefill_ok", None),
@@ -341,6 +345,7 @@ mod tests {
             unsent: 0,
             first_failure: Some("refused \"here\"\n".into()),
             measured: Duration::from_secs(2),
+            replies_total: 1500,
         };
         Report::new(&config, &stats, None)
     }
