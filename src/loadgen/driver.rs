@@ -18,7 +18,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::config::{Config, Mode};
-use super::target::{Decoded, Outcome, ProtocolError, Request, Target, TargetConn};
+use super::target::{Decoded, Outcome, ProtocolError, Reply, Request, Target, TargetConn};
 use super::workload::{self, Op, Workload, KEY_BYTES};
 
 /// Which phase a run of the event loop is.
@@ -118,6 +118,9 @@ struct Plan {
     source: Source,
     /// Open loop: nanoseconds between due times on this thread.
     interval_ns: Option<f64>,
+    /// Prefill: give up after this long without a reply (a dead server must not hold the
+    /// run for the whole prefill timeout).
+    stall_limit: Option<Duration>,
     value: Vec<u8>,
     start: Instant,
     measure_start: Instant,
@@ -153,6 +156,8 @@ struct Worker<'a, T: Target> {
     issued: u64,
     /// Open loop: where the search for a connection with a free slot resumes.
     cursor: usize,
+    /// When the last reply arrived (or the phase started).
+    last_reply: Instant,
 }
 
 /// One connection: socket, protocol state, buffers and in-flight slots.
@@ -173,9 +178,17 @@ struct Conn<C> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ConnState {
-    Connecting { since: Instant },
+    Connecting {
+        since: Instant,
+    },
+    /// Connected; the protocol's handshake reply is awaited before any request.
+    Handshaking {
+        since: Instant,
+    },
     Ready,
-    Down { retry_at: Instant },
+    Down {
+        retry_at: Instant,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -194,6 +207,7 @@ enum Failure {
     ReplyTooLarge,
     UnknownTag(u32),
     ConnectTimeout,
+    Stalled(Duration),
 }
 
 struct ThreadStats {
@@ -271,6 +285,7 @@ impl Plan {
             depth,
             source,
             interval_ns,
+            stall_limit: (kind == PhaseKind::Prefill).then_some(super::PREFILL_STALL),
             value: (0..config.value_size)
                 .map(|i| b'a' + (i % 26) as u8)
                 .collect(),
@@ -348,6 +363,7 @@ impl<'a, T: Target> Worker<'a, T> {
             in_flight: 0,
             issued: 0,
             cursor: 0,
+            last_reply: plan.start,
             plan,
         }
     }
@@ -358,6 +374,12 @@ impl<'a, T: Target> Worker<'a, T> {
             let now = Instant::now();
             if now >= self.plan.end || (self.plan.source.exhausted() && self.in_flight == 0) {
                 break;
+            }
+            if let Some(limit) = self.plan.stall_limit {
+                if now - self.last_reply > limit {
+                    self.note_failure(&Failure::Stalled(limit));
+                    break;
+                }
             }
             self.reopen_and_expire(now);
             let mut wait = POLL_WAIT_MAX.min(self.plan.end - now);
@@ -401,7 +423,9 @@ impl<'a, T: Target> Worker<'a, T> {
         for index in 0..self.conns.len() {
             match self.conns[index].state {
                 ConnState::Down { retry_at } if now >= retry_at => self.open(index, now),
-                ConnState::Connecting { since } if now - since > CONNECT_TIMEOUT => {
+                ConnState::Connecting { since } | ConnState::Handshaking { since }
+                    if now - since > CONNECT_TIMEOUT =>
+                {
                     self.fail(index, Failure::ConnectTimeout, now)
                 }
                 _ => {}
@@ -410,7 +434,7 @@ impl<'a, T: Target> Worker<'a, T> {
     }
 
     fn open(&mut self, index: usize, now: Instant) {
-        let addr = self.target.addr();
+        let addr = self.target.addr(index);
         let result = TcpStream::connect(addr).and_then(|mut stream| {
             self.poll.registry().register(
                 &mut stream,
@@ -437,25 +461,23 @@ impl<'a, T: Target> Worker<'a, T> {
         let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
-        if let ConnState::Connecting { .. } = conn.state {
+        if let ConnState::Connecting { since } = conn.state {
             match conn.check_connected() {
                 Ok(false) => return,
-                Ok(true) => {
-                    conn.state = ConnState::Ready;
-                    if self.plan.interval_ns.is_none() {
-                        self.refill(index, now);
-                    }
+                Ok(true) if conn.proto.handshake(&mut conn.send) => {
+                    conn.state = ConnState::Handshaking { since };
                 }
+                Ok(true) => conn.state = ConnState::Ready,
                 Err(e) => return self.fail(index, Failure::Io(e), now),
             }
         }
-        if self.conns[index].state != ConnState::Ready {
+        if let ConnState::Down { .. } = self.conns[index].state {
             return;
         }
         if let Err(failure) = self.read_replies(index, now) {
             return self.fail(index, failure, now);
         }
-        if self.plan.interval_ns.is_none() {
+        if self.plan.interval_ns.is_none() && self.conns[index].state == ConnState::Ready {
             self.refill(index, now);
         } else if let Err(e) = self.conns[index].flush() {
             self.fail(index, Failure::Io(e), now);
@@ -498,24 +520,36 @@ impl<'a, T: Target> Worker<'a, T> {
     fn complete(&mut self, index: usize, decoded: Decoded, now: Instant) -> Result<(), Failure> {
         let conn = &mut self.conns[index];
         conn.recv_start += decoded.len;
+        let (tag, outcome) = match decoded.reply {
+            Reply::Answer { tag, outcome } => (tag, outcome),
+            Reply::HandshakeDone => {
+                let ConnState::Handshaking { .. } = conn.state else {
+                    return Err(Failure::Protocol(ProtocolError::Unsolicited));
+                };
+                conn.state = ConnState::Ready;
+                return Ok(());
+            }
+            Reply::Skip => return Ok(()),
+        };
         let slot = conn
             .slots
-            .get_mut(decoded.tag as usize)
+            .get_mut(tag as usize)
             .filter(|s| s.busy)
-            .ok_or(Failure::UnknownTag(decoded.tag))?;
+            .ok_or(Failure::UnknownTag(tag))?;
         slot.busy = false;
         let slot = *slot;
-        conn.free.push(decoded.tag);
+        conn.free.push(tag);
         self.in_flight -= 1;
+        self.last_reply = now;
         self.stats.completed += 1;
-        if decoded.outcome == Outcome::Error {
+        if outcome == Outcome::Error {
             self.stats.errors_total += 1;
         }
         if now < self.plan.measure_start || now >= self.plan.end {
             return Ok(());
         }
         let counts = &mut self.stats.counts;
-        match decoded.outcome {
+        match outcome {
             Outcome::Ok => counts.ok += 1,
             Outcome::Miss => {
                 counts.ok += 1;
@@ -636,7 +670,9 @@ impl<'a, T: Target> Worker<'a, T> {
         let fresh = self.target.new_conn(depth);
         let conn = &mut self.conns[index];
         match conn.state {
-            ConnState::Connecting { .. } => self.stats.connect_failures += 1,
+            ConnState::Connecting { .. } | ConnState::Handshaking { .. } => {
+                self.stats.connect_failures += 1
+            }
             ConnState::Ready => self.stats.disconnects += 1,
             ConnState::Down { .. } => {}
         }
@@ -673,9 +709,13 @@ impl<'a, T: Target> Worker<'a, T> {
                 Failure::Protocol(ProtocolError::Unsolicited) => {
                     "a reply arrived with no request waiting".into()
                 }
+                Failure::Protocol(ProtocolError::HandshakeRefused) => {
+                    "the server refused the handshake".into()
+                }
                 Failure::ReplyTooLarge => "a reply exceeded the receive buffer limit".into(),
                 Failure::UnknownTag(tag) => format!("a reply carried unknown request id {tag}"),
-                Failure::ConnectTimeout => "connection attempt timed out".into(),
+                Failure::ConnectTimeout => "connection or handshake timed out".into(),
+                Failure::Stalled(limit) => format!("no reply for {limit:?}: gave up"),
             });
         }
     }

@@ -11,6 +11,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::resp::{parse_reply, ReplyKind};
+use super::target::{
+    Decoded, ProtocolError, RedisConn, RedisTarget, Reply, Request, Target, TargetConn,
+};
 use super::*;
 
 /// What the fake server does with each request.
@@ -66,6 +69,13 @@ fn serve(
             let body = &buf[at..at + request.len];
             at += request.len;
             counter.fetch_add(1, Ordering::Relaxed);
+            if body == b"*1\r\n$4\r\nPING\r\n" {
+                match behaviour {
+                    Behaviour::Redis => out.extend_from_slice(b"+PONG\r\n"),
+                    Behaviour::Garbage => out.extend_from_slice(b"-ERR go away\r\n"),
+                }
+                continue;
+            }
             // "*N\r\n$3\r\nCMD\r\n$16\r\n" then the 16-byte key.
             let command = &body[8..11];
             let key = body[18..34].to_vec();
@@ -188,6 +198,24 @@ fn refused_connections_are_counted_and_the_run_ends() {
 }
 
 #[test]
+fn a_prefill_against_a_dead_server_gives_up() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = Config {
+        prefill: true,
+        ..config(addr)
+    };
+    let started = Instant::now();
+    let report = run(&config, &mut Vec::new()).unwrap();
+    let limit = PREFILL_STALL + config.warmup + config.duration + Duration::from_secs(20);
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
+    assert_eq!((report.prefill_ok, report.ok), (Some(0), 0));
+    assert!(report.connect_failures > 0);
+}
+
+#[test]
 fn garbage_replies_close_connections_and_count_errors() {
     let server = fake_server(Behaviour::Garbage);
     let report = run_bounded(&config(server.addr));
@@ -250,4 +278,93 @@ fn invalid_configs_are_refused() {
             "{bad:?}"
         );
     }
+}
+
+/// A protocol with a handshake, as Rotor's HELLO: PING first, requests only after PONG.
+struct PingFirst(RedisTarget);
+
+struct PingFirstConn {
+    redis: RedisConn,
+    greeted: bool,
+}
+
+impl Target for PingFirst {
+    type Conn = PingFirstConn;
+
+    fn addr(&self, index: usize) -> SocketAddr {
+        self.0.addr(index)
+    }
+
+    fn new_conn(&self, depth: usize) -> PingFirstConn {
+        PingFirstConn {
+            redis: self.0.new_conn(depth),
+            greeted: false,
+        }
+    }
+}
+
+impl TargetConn for PingFirstConn {
+    fn handshake(&mut self, out: &mut Vec<u8>) -> bool {
+        out.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        true
+    }
+
+    fn encode(&mut self, request: Request<'_>, tag: u32, out: &mut Vec<u8>) {
+        assert!(
+            self.greeted,
+            "a request was sent before the handshake finished"
+        );
+        self.redis.encode(request, tag, out);
+    }
+
+    fn decode(&mut self, input: &[u8]) -> Result<Option<Decoded>, ProtocolError> {
+        if self.greeted {
+            return self.redis.decode(input);
+        }
+        match parse_reply(input).map_err(ProtocolError::Resp)? {
+            None => Ok(None),
+            Some(r) if r.len == 7 && input.starts_with(b"+PONG\r\n") => {
+                self.greeted = true;
+                Ok(Some(Decoded {
+                    len: r.len,
+                    reply: Reply::HandshakeDone,
+                }))
+            }
+            Some(_) => Err(ProtocolError::HandshakeRefused),
+        }
+    }
+}
+
+#[test]
+fn requests_wait_for_the_handshake() {
+    let server = fake_server(Behaviour::Redis);
+    let config = config(server.addr);
+    let started = Instant::now();
+    let report = run_with(
+        &PingFirst(RedisTarget::new(server.addr)),
+        &config,
+        &mut Vec::new(),
+    );
+    assert!(started.elapsed() < config.warmup + config.duration + Duration::from_secs(20));
+    assert!(report.ok > 0, "{report:?}");
+    assert_eq!(
+        (report.errors, report.connect_failures),
+        (0, 0),
+        "{report:?}"
+    );
+    // One PING per connection on top of the requests.
+    assert!(server.requests.load(Ordering::Relaxed) >= report.ok + 4);
+}
+
+#[test]
+fn a_refused_handshake_counts_as_a_connect_failure() {
+    let server = fake_server(Behaviour::Garbage);
+    let config = config(server.addr);
+    let report = run_with(
+        &PingFirst(RedisTarget::new(server.addr)),
+        &config,
+        &mut Vec::new(),
+    );
+    assert_eq!(report.ok, 0);
+    assert!(report.connect_failures > 0, "{report:?}");
 }

@@ -42,6 +42,10 @@ pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 /// loopback, so this only trips on a server that stopped answering.
 pub const PREFILL_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// A prefill that gets no reply for this long gives up (the measured phase still runs and
+/// counts the failures), so a dead server costs seconds, not the whole prefill timeout.
+pub const PREFILL_STALL: Duration = Duration::from_secs(5);
+
 /// Why a run could not start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BenchError {

@@ -3,10 +3,13 @@
 //! the sockets and the clock; a `TargetConn` only turns operations into request bytes and
 //! reply bytes into outcomes, so one event loop serves every protocol.
 //!
-//! Adding the Rotor protocol: implement `RotorTarget`/`RotorConn` with the wire codec
-//! (`encode` writes a GET or PUT frame carrying `tag` as its request id; `decode` decodes one
-//! reply frame and returns its request id, since a Rotor node may answer out of order), then
-//! dispatch `TargetSpec::Rotor` to it in [`super::run`].
+//! Adding the Rotor protocol: implement `RotorTarget`/`RotorConn` with the wire codec, then
+//! dispatch `TargetSpec::Rotor` to it in [`super::run`]. `handshake` writes the client
+//! `HELLO` and `decode` reports [`Reply::HandshakeDone`] on `HELLO_REPLY` (requests wait for
+//! it); `encode` writes a GET or PUT frame whose request id is derived from `tag` (ids are
+//! the requester's choice; keep them non-zero, as 0 is the push id); `decode` returns the id
+//! of each reply, since a node may answer out of order. `addr` may pick a shard's own port
+//! per connection index to make the benchmark shard-aware.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -18,8 +21,9 @@ pub trait Target: Send + Sync {
     /// Protocol state of one connection.
     type Conn: TargetConn;
 
-    /// Where to connect.
-    fn addr(&self) -> SocketAddr;
+    /// Where connection number `index` connects (the same for every connection unless the
+    /// protocol spreads them, e.g. over per-shard ports).
+    fn addr(&self, index: usize) -> SocketAddr;
 
     /// Fresh protocol state for a new (or re-opened) connection that may keep up to `depth`
     /// requests in flight.
@@ -59,10 +63,24 @@ pub enum Outcome {
 pub struct Decoded {
     /// Bytes consumed from the front of the buffer.
     pub len: usize,
-    /// The tag given to [`TargetConn::encode`] for the request this answers.
-    pub tag: u32,
-    /// What the reply said.
-    pub outcome: Outcome,
+    /// What it was.
+    pub reply: Reply,
+}
+
+/// What a decoded reply means to the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The answer to the request sent with `tag`.
+    Answer {
+        /// The tag given to [`TargetConn::encode`].
+        tag: u32,
+        /// What the answer said.
+        outcome: Outcome,
+    },
+    /// The handshake succeeded: requests may be sent now.
+    HandshakeDone,
+    /// A message that answers no request (a push): skipped.
+    Skip,
 }
 
 /// Why a connection's byte stream cannot be understood any more; the driver closes it.
@@ -72,10 +90,19 @@ pub enum ProtocolError {
     Resp(RespError),
     /// A reply arrived with no request waiting for it.
     Unsolicited,
+    /// The server refused the handshake.
+    HandshakeRefused,
 }
 
 /// The protocol half of one connection.
 pub trait TargetConn: Send {
+    /// Appends the first bytes of a new connection to `out` and says whether requests must
+    /// wait for [`Reply::HandshakeDone`]. The default sends nothing and waits for nothing.
+    fn handshake(&mut self, out: &mut Vec<u8>) -> bool {
+        let _ = out;
+        false
+    }
+
     /// Appends the request for `request` to `out`; its reply will carry back `tag`.
     fn encode(&mut self, request: Request<'_>, tag: u32, out: &mut Vec<u8>);
 
@@ -107,7 +134,7 @@ impl RedisTarget {
 impl Target for RedisTarget {
     type Conn = RedisConn;
 
-    fn addr(&self) -> SocketAddr {
+    fn addr(&self, _index: usize) -> SocketAddr {
         self.addr
     }
 
@@ -141,8 +168,7 @@ impl TargetConn for RedisConn {
         };
         Ok(Some(Decoded {
             len: reply.len,
-            tag,
-            outcome,
+            reply: Reply::Answer { tag, outcome },
         }))
     }
 }
@@ -156,6 +182,8 @@ mod tests {
         let target = RedisTarget::new("127.0.0.1:1".parse().unwrap());
         let mut conn = target.new_conn(4);
         let mut out = Vec::new();
+        assert!(!conn.handshake(&mut out));
+        assert!(out.is_empty());
         conn.encode(Request::Get { key: b"a" }, 7, &mut out);
         conn.encode(
             Request::Put {
@@ -167,18 +195,19 @@ mod tests {
         );
         conn.encode(Request::Get { key: b"b" }, 9, &mut out);
         let replies: &[u8] = b"$1\r\nv\r\n+OK\r\n-ERR no\r\n$-1\r\n";
+        let answer = |tag, outcome| Reply::Answer { tag, outcome };
         let first = conn.decode(replies).unwrap().unwrap();
-        assert_eq!((first.tag, first.outcome, first.len), (7, Outcome::Ok, 7));
+        assert_eq!((first.reply, first.len), (answer(7, Outcome::Ok), 7));
         let second = conn.decode(&replies[7..]).unwrap().unwrap();
-        assert_eq!((second.tag, second.outcome), (3, Outcome::Ok));
+        assert_eq!(second.reply, answer(3, Outcome::Ok));
         let third = conn.decode(&replies[12..]).unwrap().unwrap();
-        assert_eq!((third.tag, third.outcome), (9, Outcome::Error));
+        assert_eq!(third.reply, answer(9, Outcome::Error));
         // Nothing is waiting any more: a further reply is a protocol error.
         assert_eq!(conn.decode(&replies[21..]), Err(ProtocolError::Unsolicited));
         // An incomplete reply leaves the waiting tags alone.
         conn.encode(Request::Get { key: b"c" }, 1, &mut out);
         assert_eq!(conn.decode(b"$-"), Ok(None));
         let miss = conn.decode(b"$-1\r\n").unwrap().unwrap();
-        assert_eq!((miss.tag, miss.outcome), (1, Outcome::Miss));
+        assert_eq!(miss.reply, answer(1, Outcome::Miss));
     }
 }
