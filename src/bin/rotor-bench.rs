@@ -16,7 +16,7 @@ use rotor::loadgen::{self, parse_duration, Config, Distribution, Mode, TargetSpe
 
 /// Load generator for Rotor and Redis: one workload, one histogram, both servers.
 #[derive(Parser, Debug)]
-#[command(name = "rotor-bench", version, about)]
+#[command(name = "rotor-bench", version)]
 struct Args {
     /// Server to measure: rotor://HOST:PORT or redis://HOST:PORT.
     #[arg(long, value_parser = parse_target)]

@@ -158,6 +158,8 @@ struct Worker<'a, T: Target> {
     cursor: usize,
     /// When the last reply arrived (or the phase started).
     last_reply: Instant,
+    /// When connections are next checked for reopening and timeouts.
+    next_housekeeping: Instant,
 }
 
 /// One connection: socket, protocol state, buffers and in-flight slots.
@@ -225,6 +227,9 @@ struct ThreadStats {
 const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 /// A connection attempt not finished by then counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often connections are scanned for reopening and connect timeouts: far below both
+/// delays, far above the time one scan takes.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(5);
 /// Longest poll wait, so deadlines, reconnects and progress are looked at regularly.
 const POLL_WAIT_MAX: Duration = Duration::from_millis(10);
 /// Receive buffer to start with; grows (up to [`RECV_BYTES_MAX`]) only for larger replies.
@@ -364,6 +369,7 @@ impl<'a, T: Target> Worker<'a, T> {
             issued: 0,
             cursor: 0,
             last_reply: plan.start,
+            next_housekeeping: plan.start,
             plan,
         }
     }
@@ -381,7 +387,10 @@ impl<'a, T: Target> Worker<'a, T> {
                     break;
                 }
             }
-            self.reopen_and_expire(now);
+            if now >= self.next_housekeeping {
+                self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+                self.reopen_and_expire(now);
+            }
             let mut wait = POLL_WAIT_MAX.min(self.plan.end - now);
             if let Some(interval) = self.plan.interval_ns {
                 wait = wait.min(self.issue_due(now, interval));
@@ -392,9 +401,10 @@ impl<'a, T: Target> Worker<'a, T> {
                     break;
                 }
             }
-            let now = Instant::now();
             for event in events.iter() {
-                self.handle(event.token().0, now);
+                // A fresh clock per event: handling fifty connections takes long enough that
+                // one timestamp for all would skew both send and completion times.
+                self.handle(event.token().0, Instant::now());
             }
             self.meter
                 .completed
