@@ -6,7 +6,7 @@
 //!
 //! - [`config`]: flags turned into a validated [`Config`] (target, load shape, workload).
 //! - [`workload`]: the deterministic request stream (uniform or Zipfian keys, read ratio).
-//! - [`target`]: the [`Target`](target::Target) trait, a sans-IO protocol per connection;
+//! - [`target`]: the [`Target`] trait, a sans-IO protocol per connection;
 //!   [`resp`] speaks Redis. The Rotor protocol plugs in there once the wire client lands.
 //! - [`driver`]: one thread per `--threads`, each an epoll loop over its share of
 //!   nonblocking connections, closed loop or open loop with coordinated-omission correction.
