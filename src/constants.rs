@@ -144,6 +144,32 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Default interval of the group-commit fsync, in milliseconds.
 pub const GROUP_COMMIT_INTERVAL_MS_DEFAULT: u64 = 2;
 
+/// Smallest segment file. Tests use small segments to exercise rotation and compaction;
+/// below a few pages every record would need its own file.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+
+/// Largest segment file. Record offsets are u32 in the index (16 bytes per key), so a
+/// segment must stay under 4 GiB; 1 GiB also bounds one compaction job.
+pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// A sealed segment is compacted once this share of its bytes (percent) is reclaimable.
+/// Lower reclaims disk sooner but rewrites live data more often (write amplification of
+/// about 1 / (1 - ratio)): at 50% each byte is rewritten at most about twice.
+pub const COMPACTION_GARBAGE_PERCENT_DEFAULT: u8 = 50;
+
+/// Bytes of records one `compact_step` call examines by default. 256 KiB is well under a
+/// millisecond of copying, so a server calling it between requests keeps its tail latency.
+pub const COMPACTION_STEP_BYTES_DEFAULT: usize = 256 * 1024;
+
+/// Bytes appended after which `compact_step` writes a periodic index checkpoint. A
+/// checkpoint costs 16 bytes per key written at once (160 MB for 10M keys); more frequent
+/// checkpoints shorten the log a restart must replay.
+pub const CHECKPOINT_INTERVAL_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+
+/// Quota of one store's hint area, in record bytes. Hints pile up while a peer is down;
+/// past the quota `put_hint` refuses (the coordinator then counts the replica as failed)
+/// instead of filling the disk.
+pub const HINT_BYTES_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
 // ---------------------------------------------------------------------------------------
 // Server
 // ---------------------------------------------------------------------------------------
@@ -195,53 +221,14 @@ pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
 pub const EXECUTOR_IO_MEMORY_BYTES: usize = 256 * 1024;
 
 /// Locked memory glommio requires before it creates a reactor (it refuses to start under
-/// 512 KiB). `rotord` raises its soft RLIMIT_MEMLOCK to at least this plus
-/// `EXECUTOR_IO_MEMORY_BYTES` per core when it may.
+/// 512 KiB). `rotord` raises its soft RLIMIT_MEMLOCK to at least this plus three times
+/// `EXECUTOR_IO_MEMORY_BYTES` per core (glommio registers it with each of its three
+/// rings, and each registration is charged) when it may.
 pub const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
 
-/// Smallest segment file. Tests use small segments to exercise rotation and compaction;
-/// below a few pages every record would need its own file.
-pub const SEGMENT_BYTES_MIN: u64 = 4096;
-
-/// Largest segment file. Record offsets are u32 in the index (16 bytes per key), so a
-/// segment must stay under 4 GiB; 1 GiB also bounds one compaction job.
-pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
-
-/// A sealed segment is compacted once this share of its bytes (percent) is reclaimable.
-/// Lower reclaims disk sooner but rewrites live data more often (write amplification of
-/// about 1 / (1 - ratio)): at 50% each byte is rewritten at most about twice.
-pub const COMPACTION_GARBAGE_PERCENT_DEFAULT: u8 = 50;
-
-/// Bytes of records one `compact_step` call examines by default. 256 KiB is well under a
-/// millisecond of copying, so a server calling it between requests keeps its tail latency.
-pub const COMPACTION_STEP_BYTES_DEFAULT: usize = 256 * 1024;
-
-/// Bytes appended after which `compact_step` writes a periodic index checkpoint. A
-/// checkpoint costs 16 bytes per key written at once (160 MB for 10M keys); more frequent
-/// checkpoints shorten the log a restart must replay.
-pub const CHECKPOINT_INTERVAL_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
-
-/// Quota of one store's hint area, in record bytes. Hints pile up while a peer is down;
-/// past the quota `put_hint` refuses (the coordinator then counts the replica as failed)
-/// instead of filling the disk.
-pub const HINT_BYTES_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
-
-// ---------------------------------------------------------------------------------------
-// Service (the protocol served by each shard)
-// ---------------------------------------------------------------------------------------
-
-/// How long a shard's background compaction sleeps when no segment needs it, in
-/// milliseconds. Each check costs a scan of the shard's segment table; shorter reclaims
-/// disk sooner after a burst of overwrites.
-pub const COMPACTION_IDLE_MS: u64 = 200;
-
-/// How long background compaction backs off after a store error (full disk, poisoned
-/// store), in milliseconds, so a failing disk is not hammered in a loop.
-pub const COMPACTION_BACKOFF_MS: u64 = 5_000;
-
-/// Latencies above this (microseconds) are recorded at this value in the STATS histograms.
-/// Each histogram costs about 20 KiB per shard at 2 significant digits up to one minute.
-pub const STATS_LATENCY_US_MAX: u64 = 60_000_000;
+const _: () = assert!(CONNECTION_INPUT_BYTES_INITIAL <= CONNECTION_INPUT_BYTES_MAX);
+const _: () = assert!(CONNECTION_INPUT_BYTES_MAX > FRAME_BODY_BYTES_MAX);
+const _: () = assert!(LISTEN_PORT_DEFAULT < u16::MAX - 256);
 
 const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < FRAME_BODY_BYTES_MAX);
 const _: () = assert!(PARTITIONS_DEFAULT.is_power_of_two());
@@ -249,6 +236,11 @@ const _: () = assert!(PARTITIONS_MAX.is_power_of_two());
 const _: () = assert!(READ_QUORUM_DEFAULT <= REPLICAS_DEFAULT);
 const _: () = assert!(WRITE_QUORUM_DEFAULT <= REPLICAS_DEFAULT);
 const _: () = assert!(SIBLINGS_WARN < SIBLINGS_MAX);
+const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+const _: () = assert!(SEGMENT_BYTES_MAX < u32::MAX as u64);
+// The largest record must fit in a default segment.
+const _: () = assert!((KEY_BYTES_MAX + VALUE_BYTES_MAX + 64) as u64 <= SEGMENT_BYTES_DEFAULT);
 
 // ---------------------------------------------------------------------------------------
 // Causality
@@ -270,11 +262,20 @@ const _: () = assert!(VALUE_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(
     SIBLINGS_MAX * (VALUE_BYTES_MAX + 5) + CAUSAL_ACTORS_MAX * 18 + 13 <= u32::MAX as usize
 );
-const _: () = assert!(CONNECTION_INPUT_BYTES_INITIAL <= CONNECTION_INPUT_BYTES_MAX);
-const _: () = assert!(CONNECTION_INPUT_BYTES_MAX > FRAME_BODY_BYTES_MAX);
-const _: () = assert!(LISTEN_PORT_DEFAULT < u16::MAX - 256);
-const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
-const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
-const _: () = assert!(SEGMENT_BYTES_MAX < u32::MAX as u64);
-// The largest record must fit in a default segment.
-const _: () = assert!((KEY_BYTES_MAX + VALUE_BYTES_MAX + 64) as u64 <= SEGMENT_BYTES_DEFAULT);
+
+// ---------------------------------------------------------------------------------------
+// Service (the protocol served by each shard)
+// ---------------------------------------------------------------------------------------
+
+/// How long a shard's background compaction sleeps when no segment needs it, in
+/// milliseconds. Each check costs a scan of the shard's segment table; shorter reclaims
+/// disk sooner after a burst of overwrites.
+pub const COMPACTION_IDLE_MS: u64 = 200;
+
+/// How long background compaction backs off after a store error (full disk, poisoned
+/// store), in milliseconds, so a failing disk is not hammered in a loop.
+pub const COMPACTION_BACKOFF_MS: u64 = 5_000;
+
+/// Latencies above this (microseconds) are recorded at this value in the STATS histograms.
+/// Each histogram costs about 20 KiB per shard at 2 significant digits up to one minute.
+pub const STATS_LATENCY_US_MAX: u64 = 60_000_000;

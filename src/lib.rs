@@ -22,4 +22,5 @@ pub mod ring;
 pub mod causal;
 
 pub mod server;
+pub mod loadgen;
 pub mod store;

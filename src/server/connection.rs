@@ -129,13 +129,15 @@ pub async fn serve<H: FrameHandler>(
     let mut last_activity = started;
     let mut stopping = false;
     let mut peer_closed = false;
-    let mut frame_hint = None;
+    let mut frame_hint: Option<usize>;
 
     loop {
         // Finished deferred replies first: each frees a place for the frames waiting.
         in_flight -= completions.drain_into(&mut out);
         let mut closing = None;
         let mut pos = 0;
+        // Only the frame left incomplete by this pass may size the buffer.
+        frame_hint = None;
         while in_flight < limits.in_flight_max && out.len() < limits.output_bytes_max {
             let pending = input.filled().get(pos..).unwrap_or_default();
             if pending.is_empty() {
@@ -164,9 +166,6 @@ pub async fn serve<H: FrameHandler>(
                     break;
                 }
             }
-        }
-        if pos > 0 {
-            frame_hint = None;
         }
         input.consume(pos);
         // Serving stopped at the output bound: once written, serve on before waiting.

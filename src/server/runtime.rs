@@ -465,7 +465,10 @@ fn reserve(addr: SocketAddr) -> Result<(SocketAddr, Option<socket2::Socket>), Se
 /// `constants::MEMLOCK_BYTES_MIN`; registering its I/O memory beyond the limit only logs.
 pub fn raise_memlock(shards: usize) -> Result<(), ServerError> {
     use rlimit::Resource;
-    let per_shard = u64::try_from(constants::EXECUTOR_IO_MEMORY_BYTES).unwrap_or(u64::MAX);
+    // glommio registers its I/O memory with each of its three rings (main, latency,
+    // poll), and the kernel charges each registration to the limit.
+    let per_shard = u64::try_from(constants::EXECUTOR_IO_MEMORY_BYTES)
+        .map_or(u64::MAX, |bytes| bytes.saturating_mul(3));
     let need = constants::MEMLOCK_BYTES_MIN
         .saturating_add(per_shard.saturating_mul(u64::try_from(shards).unwrap_or(u64::MAX)));
     let (soft, hard) = rlimit::getrlimit(Resource::MEMLOCK).map_err(|e| ServerError::Memlock {
@@ -806,6 +809,40 @@ mod tests {
             "the request in flight was answered before the connection closed"
         );
         assert_eq!(client.reply(), None);
+    }
+
+    #[test]
+    fn random_bytes_never_harm_the_server() {
+        let (server, shutdowns) = two_shards(|_| {});
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            // xorshift64: reproducible garbage without a dependency.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..200 {
+            let addr = server.shard_addrs()[round % 2];
+            let mut client = Client::connect(addr);
+            let len = usize::try_from(next() % 2048).unwrap();
+            let mut garbage: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if round % 3 == 0 {
+                // A plausible length prefix, so the bytes reach the op decoding too.
+                let body = u32::try_from(len.saturating_sub(4)).unwrap();
+                if let Some(header) = garbage.get_mut(..4) {
+                    header.copy_from_slice(&body.to_le_bytes());
+                }
+            }
+            let _ = client.stream.write_all(&garbage);
+            let _ = client.stream.shutdown(std::net::Shutdown::Write);
+            // Whatever comes back, the connection ends (error frame, or our half-close).
+            while client.reply().is_some() {}
+        }
+        for addr in server.shard_addrs().to_vec() {
+            Client::connect(addr).echo(b"still serving");
+        }
+        stop(server, &shutdowns);
     }
 
     #[test]

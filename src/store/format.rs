@@ -170,7 +170,12 @@ pub fn decode_at(buf: &[u8], off: usize) -> Decoded<'_> {
         return Decoded::Bad;
     };
     let (key, value) = body.split_at(key_len);
-    if record_crc(&header, key, value) != u32_at(&header, 4) {
+    // The same CRC as `record_crc`, over the record's contiguous bytes 8..len in one pass.
+    let Some(covered) = rest.get(8..len) else {
+        return Decoded::Bad;
+    };
+    let crc = crc32c::crc32c_append(crc32c::crc32c(covered), &header[0..4]);
+    if crc != u32_at(&header, 4) {
         return Decoded::Bad;
     }
     let meta = RecordMeta {

@@ -108,13 +108,14 @@ impl PartitionIndex {
         loc: Loc,
         key_of: impl Fn(Loc) -> Option<&'k [u8]>,
     ) -> Option<Loc> {
-        let slot = match self.main.get_mut(&hash) {
-            None => {
-                self.main.insert(hash, loc);
+        // One probe for the common case of a new key.
+        let slot = match self.main.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(loc);
                 self.len += 1;
                 return None;
             }
-            Some(slot) => slot,
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
         };
         if slot.segment != OVERFLOW {
             let old = *slot;
