@@ -21,6 +21,6 @@ pub mod ring;
 
 pub mod causal;
 
-pub mod server;
 pub mod loadgen;
+pub mod server;
 pub mod store;
