@@ -178,7 +178,7 @@ fn random_frame(rng: &mut Rng) -> Vec<u8> {
 fn ten_thousand_random_frames_never_kill_the_server() {
     let data = tempfile::tempdir().unwrap();
     let mut server = Server::start(data.path(), 1, &[]);
-    let mut rng = Rng(0x5eed_0f_4077_u64);
+    let mut rng = Rng(0x005e_ed0f_4077_u64);
     let mut errors = 0u64;
     let mut frames = 0;
     while frames < 10_000 {
