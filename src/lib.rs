@@ -2,6 +2,9 @@
 //!
 //! The modules, in the order a request meets them:
 //!
+//! - [`server`]: `rotord`'s runtime: configuration, one pinned glommio executor per core,
+//!   listeners (a common port and one port per core), the connection loop and the
+//!   cross-core mailbox.
 //! - [`wire`]: frames and messages of the binary protocol (specified in `wire-spec/`);
 //!   pure encode/decode, no I/O.
 //! - [`ring`]: MD5 key positions, partitions, weighted claims, shard placement and
@@ -11,9 +14,12 @@
 //! - [`store`]: the per-core, memory-mapped, log-structured store with crash recovery,
 //!   compaction and a hint area.
 //!
-//! [`constants`] holds every limit and default, each with a word on its cost.
+//! Beside the request path: [`loadgen`] is the engine of the `rotor-bench` load generator,
+//! and [`constants`] holds every limit and default, each with a word on its cost.
 
 pub mod constants;
+
+pub mod server;
 
 pub mod wire;
 
@@ -21,6 +27,6 @@ pub mod ring;
 
 pub mod causal;
 
-pub mod server;
-pub mod loadgen;
 pub mod store;
+
+pub mod loadgen;
