@@ -1,2 +1,71 @@
-//! (placeholder: see the module's issue)
-fn main() {}
+//! Ring lookups and claims.
+//!
+//! Targets: key to preference list (N = 3, 8 nodes, Q = 1024) at most 150 ns, since every
+//! request pays it once at the coordinator (and clients pay it to route). The claim for a
+//! join runs once per membership change on every node, so it only needs to stay well under
+//! the gossip interval (a second): target at most 10 ms for 8 -> 9 nodes at Q = 1024.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use rotor::constants::PARTITIONS_DEFAULT;
+use rotor::ring::{Member, NodeId, PartitionId, Ring};
+
+fn members(n: u64) -> Vec<Member> {
+    (0..n).map(|i| Member::new(NodeId(i), 1, 4)).collect()
+}
+
+/// Keys of a typical shape, cycled so each lookup hashes a different one.
+fn keys() -> Vec<Vec<u8>> {
+    (0..4096)
+        .map(|i| format!("user:{i:08}").into_bytes())
+        .collect()
+}
+
+fn lookups(c: &mut Criterion) {
+    let ring = Ring::initial(PARTITIONS_DEFAULT, members(8)).unwrap();
+    let keys = keys();
+    let mut i = 0;
+    c.bench_function("key_to_preference_list_n3_8_nodes", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(ring.key_preference_list(black_box(&keys[i]), 3))
+        })
+    });
+    c.bench_function("key_to_partition", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(ring.partition_of(black_box(&keys[i])))
+        })
+    });
+    let mut p = 0;
+    c.bench_function("partition_to_preference_list_n3_8_nodes", |b| {
+        b.iter(|| {
+            p = (p + 1) % PARTITIONS_DEFAULT;
+            black_box(ring.preference_list(black_box(PartitionId(p)), 3))
+        })
+    });
+    let zoned: Vec<Member> = (0..9)
+        .map(|i| Member::new(NodeId(i), 1, 4).with_zone(format!("z{}", i % 3)))
+        .collect();
+    let zoned = Ring::initial(PARTITIONS_DEFAULT, zoned).unwrap();
+    c.bench_function("key_to_preference_list_n3_9_nodes_3_zones", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(zoned.key_preference_list(black_box(&keys[i]), 3))
+        })
+    });
+}
+
+fn claims(c: &mut Criterion) {
+    let eight = Ring::initial(PARTITIONS_DEFAULT, members(8)).unwrap();
+    c.bench_function("claim_join_8_to_9_nodes", |b| {
+        b.iter(|| black_box(eight.with_members(black_box(members(9))).unwrap()))
+    });
+    c.bench_function("claim_initial_64_nodes", |b| {
+        b.iter(|| black_box(Ring::initial(PARTITIONS_DEFAULT, black_box(members(64))).unwrap()))
+    });
+}
+
+criterion_group!(benches, lookups, claims);
+criterion_main!(benches);

@@ -71,12 +71,51 @@ const _: () = assert!(CONTEXT_BYTES_MAX < FRAME_BODY_BYTES_MAX);
 // Ring
 // ---------------------------------------------------------------------------------------
 
-/// Default number of partitions Q. 1024 keeps ownership within 5% of even for clusters of up
-/// to ~64 nodes (16 partitions each) while a ring snapshot stays a few KiB.
+/// Default number of partitions Q, fixed for a cluster's life (a key's partition is the top
+/// log2(Q) bits of its MD5, so changing Q would move almost every key).
+///
+/// Why 1024: ownership is balanced to within one partition per node, so with Q/nodes >= 16
+/// the most loaded node holds at most ~6% more than the mean, and at 1024 a cluster of 64
+/// equal nodes is exactly even (16 each) while a 9th node joining 8 takes ~1/9 of the data
+/// in 114 partition-sized steps. Each partition costs a Merkle tree per replica and one
+/// transfer unit during handoff, and the owners table (2 bytes a partition) travels in every
+/// topology snapshot: 1024 keeps that at 2 KiB and a partition of a 1 TiB cluster at ~1 GiB,
+/// small enough to stream and verify in one go. Riak's default of 64 is too coarse for
+/// weighted claims; 4096+ multiplies per-partition overhead for clusters that rarely
+/// exceed a few dozen nodes.
 pub const PARTITIONS_DEFAULT: u32 = 1024;
 
 /// Most partitions a ring may have (partition ids travel as u32, owners tables as Q entries).
+/// The claim's cost grows with Q times the number of members, and a snapshot's owners table
+/// is 2 bytes per partition (128 KiB at this bound).
 pub const PARTITIONS_MAX: u32 = 1 << 16;
+
+/// Most members (nodes) a ring may have. Owners are stored as 16-bit member indexes, and the
+/// claim scans every member with spare quota for each partition it places, so a join costs
+/// O(moved partitions x members): at this bound and Q = 1024 that is still well under a
+/// second, while real Dynamo-style clusters stay in the hundreds. A ring also needs at
+/// least one partition per member, so Q bounds the membership too.
+pub const MEMBERS_MAX: usize = 4096;
+
+/// Most shards (cores) one node may declare. Each shard is an executor with its own store
+/// and peer connections; more shards than this would mean more cores than any host we
+/// target, and partition placement would leave most of them with almost nothing.
+pub const NODE_SHARDS_MAX: u16 = 256;
+
+/// Longest zone name, in bytes. Zone names travel in gossip and in every topology snapshot
+/// sent to clients, once per member.
+pub const ZONE_NAME_BYTES_MAX: usize = 64;
+
+/// How many consecutive partitions the claim tries to give distinct owners (and distinct
+/// zones, when zones are set), so that a preference list of up to this many nodes is just
+/// the next partitions clockwise. Larger values make the claim's constraint harder to meet
+/// (a node whose share of the weight exceeds 1/CLAIM_SPREAD cannot satisfy it) and cost the
+/// claim proportionally more checks per partition; it matches the default N.
+pub const CLAIM_SPREAD: usize = REPLICAS_DEFAULT as usize;
+
+/// Replicas a preference list holds inline before it spills to the heap. Key lookups with
+/// N up to this never allocate; each list costs 16 bytes per inline slot on the stack.
+pub const PREFERENCE_LIST_INLINE: usize = 4;
 
 /// Default replication factor N and read and write quorums R and W (Dynamo's 3, 2, 2).
 pub const REPLICAS_DEFAULT: u8 = 3;
@@ -87,6 +126,12 @@ pub const WRITE_QUORUM_DEFAULT: u8 = 2;
 
 /// Most replicas a request may ask for.
 pub const REPLICAS_MAX: u8 = 16;
+
+// The claim needs room to spread; owners are 16-bit member indexes; default lookups stay
+// inline.
+const _: () = assert!(CLAIM_SPREAD >= 2 && CLAIM_SPREAD <= REPLICAS_MAX as usize);
+const _: () = assert!(REPLICAS_DEFAULT as usize <= PREFERENCE_LIST_INLINE);
+const _: () = assert!(MEMBERS_MAX <= u16::MAX as usize);
 
 // ---------------------------------------------------------------------------------------
 // Store
