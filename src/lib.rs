@@ -22,3 +22,9 @@ pub mod ring;
 pub mod causal;
 
 pub mod store;
+
+pub mod coordinator;
+
+pub mod gossip;
+
+pub mod sim;
