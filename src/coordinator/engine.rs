@@ -11,8 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::storage::{Lsn, ReplicaStore};
 use super::{
-    Action, ClientError, ClientReply, ClientRequest, Config, Liveness, Options, Origin,
-    PeerMessage,
+    Action, ClientError, ClientReply, ClientRequest, Config, Liveness, Options, Origin, PeerMessage,
 };
 use crate::causal::{CausalError, CausalState, Context, Value};
 use crate::constants::{FORWARD_GRACE_MS, REPLICAS_MAX, REQUEST_TIMEOUT_MS_MAX};
@@ -40,6 +39,14 @@ pub struct Coordinator<S> {
     /// Hints sent and not yet acknowledged: hint id -> when to send it again.
     hints_in_flight: BTreeMap<u64, u64>,
     next_handoff_at: u64,
+    /// Forwarded writes seen recently: (forwarder's node, shard, request id). A
+    /// forwarded write is not idempotent (each application makes a new dot), so a
+    /// duplicate (a retransmission, a replayed connection) must not run it again: the
+    /// second copy would survive as a sibling of the first and come back after a write
+    /// that superseded the first.
+    forwards_seen: BTreeSet<(u64, u16, u32)>,
+    /// `forwards_seen` in arrival order, with when to forget each.
+    forwards_expiry: VecDeque<(u64, (u64, u16, u32))>,
 }
 
 /// A request in flight to another shard.
@@ -58,7 +65,7 @@ enum Deferred {
     Send {
         to: Replica,
         request_id: u32,
-        message: PeerMessage,
+        message: Box<PeerMessage>,
     },
     /// The coordinator's own write of `op` is durable.
     LocalAck { op: u64 },
@@ -76,7 +83,7 @@ struct Op {
 
 #[derive(Debug)]
 enum Kind {
-    Write(WriteOp),
+    Write(Box<WriteOp>),
     Read(ReadOp),
     Forward { needed: u8 },
 }
@@ -128,6 +135,8 @@ impl<S: ReplicaStore> Coordinator<S> {
             deferred: VecDeque::new(),
             hints_in_flight: BTreeMap::new(),
             next_handoff_at: 0,
+            forwards_seen: BTreeSet::new(),
+            forwards_expiry: VecDeque::new(),
         }
     }
 
@@ -229,6 +238,25 @@ impl<S: ReplicaStore> Coordinator<S> {
     ) {
         match message {
             PeerMessage::Forward(request) => {
+                // Remembered until the forwarder's own deadline has passed twice over:
+                // it has given up by then, and a transport that duplicates nothing (TCP)
+                // cannot deliver another copy.
+                let timeout = match &request {
+                    ClientRequest::Get { options, .. }
+                    | ClientRequest::Put { options, .. }
+                    | ClientRequest::Delete { options, .. } => options.timeout_ms,
+                };
+                let timeout = if timeout == 0 {
+                    self.config.timeout_ms
+                } else {
+                    timeout.min(REQUEST_TIMEOUT_MS_MAX)
+                };
+                let forget_at = now + 2 * (u64::from(timeout) + u64::from(FORWARD_GRACE_MS));
+                let seen = (from.node.0, from.shard.0, request_id);
+                if !self.forwards_seen.insert(seen) {
+                    return;
+                }
+                self.forwards_expiry.push_back((forget_at, seen));
                 let origin = Origin::Peer { from, request_id };
                 self.client_request(now, origin, request, ring, live, out);
             }
@@ -319,6 +347,13 @@ impl<S: ReplicaStore> Coordinator<S> {
             }
             self.deadlines.remove(&(deadline, op_id));
             self.expire(op_id, live, out);
+        }
+        while let Some(&(forget_at, seen)) = self.forwards_expiry.front() {
+            if forget_at > now {
+                break;
+            }
+            self.forwards_expiry.pop_front();
+            self.forwards_seen.remove(&seen);
         }
         if now >= self.next_handoff_at {
             self.next_handoff_at = now + self.config.hint_delivery_interval_ms;
@@ -413,7 +448,16 @@ impl<S: ReplicaStore> Coordinator<S> {
         let partition = ring.partition_of(&key);
         let preference = ring.preference_list(partition, resolved.n);
         if !preference.contains(&self.local) {
-            return self.forward(now, origin, request, &preference, &resolved, ring, live, out);
+            return self.forward(
+                now,
+                origin,
+                request,
+                &preference,
+                &resolved,
+                ring,
+                live,
+                out,
+            );
         }
         // Plan before touching the store, so an unavailable write changes nothing.
         let mut fallbacks = ring
@@ -478,7 +522,7 @@ impl<S: ReplicaStore> Coordinator<S> {
         let op_id = self.new_op(
             origin,
             resolved.deadline,
-            Kind::Write(WriteOp {
+            Kind::Write(Box::new(WriteOp {
                 partition: partition.0,
                 key: key.clone(),
                 state: state.clone(),
@@ -487,9 +531,10 @@ impl<S: ReplicaStore> Coordinator<S> {
                 acks: 0,
                 waiting: targets.len() + 1,
                 spare,
-            }),
+            })),
         );
-        self.deferred.push_back((lsn, Deferred::LocalAck { op: op_id }));
+        self.deferred
+            .push_back((lsn, Deferred::LocalAck { op: op_id }));
         for (replica, intended) in targets {
             let message = match intended {
                 None => PeerMessage::ReplicaWrite {
@@ -808,7 +853,7 @@ impl<S: ReplicaStore> Coordinator<S> {
                 Deferred::Send {
                     to,
                     request_id,
-                    message,
+                    message: Box::new(message),
                 },
             ));
         }
@@ -831,7 +876,7 @@ impl<S: ReplicaStore> Coordinator<S> {
                 } => out.push(Action::Send {
                     to,
                     request_id,
-                    message,
+                    message: *message,
                 }),
                 Deferred::LocalAck { op } => self.apply_answer(op, self.local, Answer::Ack, out),
             }
@@ -881,8 +926,17 @@ impl<S: ReplicaStore> Coordinator<S> {
 
     // --- bookkeeping -----------------------------------------------------------------
 
-    fn resolve(&self, now: u64, options: Options, quorum_default: u8) -> Result<Resolved, ClientError> {
-        let n = if options.n == 0 { self.config.n } else { options.n };
+    fn resolve(
+        &self,
+        now: u64,
+        options: Options,
+        quorum_default: u8,
+    ) -> Result<Resolved, ClientError> {
+        let n = if options.n == 0 {
+            self.config.n
+        } else {
+            options.n
+        };
         let quorum = if options.quorum == 0 {
             quorum_default.min(n)
         } else {

@@ -211,13 +211,19 @@ mod tests {
         let ping = detector.tick(0);
         detector.pong(NodeId(2), ping[0].1);
         detector.failed(NodeId(2));
-        assert!(detector.is_up(NodeId(2)), "the pong reset the failure streak");
+        assert!(
+            detector.is_up(NodeId(2)),
+            "the pong reset the failure streak"
+        );
         detector.failed(NodeId(2));
         detector.failed(NodeId(2));
         assert!(!detector.is_up(NodeId(2)));
         let ping = detector.tick(10);
         detector.pong(NodeId(2), ping[0].1);
-        assert!(!detector.is_up(NodeId(2)), "one pong is not enough to come back");
+        assert!(
+            !detector.is_up(NodeId(2)),
+            "one pong is not enough to come back"
+        );
         let ping = detector.tick(20);
         detector.pong(NodeId(2), ping[0].1);
         assert!(detector.is_up(NodeId(2)));
@@ -227,7 +233,10 @@ mod tests {
     fn a_late_pong_is_ignored() {
         let mut detector = detector();
         let ping = detector.tick(0);
-        assert!(detector.tick(30).len() == 1, "the first ping timed out, a new one left");
+        assert!(
+            detector.tick(30).len() == 1,
+            "the first ping timed out, a new one left"
+        );
         detector.failed(NodeId(2));
         detector.failed(NodeId(2));
         detector.pong(NodeId(2), ping[0].1);

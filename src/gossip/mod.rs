@@ -31,7 +31,7 @@ pub use persist::PersistError;
 
 use std::collections::BTreeMap;
 
-use crate::constants::{GOSSIP_INTERVAL_MS_DEFAULT, GOSSIP_SEED_PERCENT};
+use crate::constants::{GOSSIP_INTERVAL_MS_DEFAULT, GOSSIP_SEED_PERCENT, NODES_MAX};
 use crate::ring::{Member, NodeId};
 use crate::wire::NodeStatus;
 
@@ -142,6 +142,9 @@ pub struct Gossip {
     rng: SplitMix64,
     next_round_at: u64,
     ring_epoch: u64,
+    /// When a digest was last sent back to each peer: at most one per half interval, so
+    /// two nodes whose states cross in flight do not answer each other's digests forever.
+    digest_back_at: BTreeMap<NodeId, u64>,
 }
 
 impl Gossip {
@@ -158,6 +161,7 @@ impl Gossip {
             rng: SplitMix64::new(seed),
             next_round_at: 0,
             ring_epoch: 0,
+            digest_back_at: BTreeMap::new(),
         }
     }
 
@@ -257,10 +261,14 @@ impl Gossip {
         Some((peer, self.digest()))
     }
 
-    /// A gossip message arrived. Returns the answers to send and whether the membership
-    /// changed (then the caller recomputes the ring and the detector's peers).
+    /// A gossip message arrived at `now`. Returns the answers to send and whether the
+    /// membership changed (then the caller recomputes the ring and the detector's peers).
     /// Ping and pong are the failure detector's and are not handled here.
-    pub fn handle(&mut self, message: GossipMessage) -> (Vec<(GossipPeer, GossipMessage)>, bool) {
+    pub fn handle(
+        &mut self,
+        now: u64,
+        message: GossipMessage,
+    ) -> (Vec<(GossipPeer, GossipMessage)>, bool) {
         let mut out = Vec::new();
         let mut changed = false;
         match message {
@@ -288,7 +296,16 @@ impl Gossip {
                     };
                     out.push((to.clone(), state));
                 }
-                if they_know_more && sender != self.local.0 {
+                let sender_id = NodeId(sender);
+                let quiet = self
+                    .digest_back_at
+                    .get(&sender_id)
+                    .is_none_or(|&at| now >= at + self.config.interval_ms / 2);
+                if they_know_more && sender_id != self.local && quiet {
+                    if self.digest_back_at.len() >= NODES_MAX {
+                        self.digest_back_at.clear();
+                    }
+                    self.digest_back_at.insert(sender_id, now);
                     out.push((to, self.digest()));
                 }
             }

@@ -138,7 +138,10 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn take<const N: usize>(&mut self) -> Result<[u8; N], PersistError> {
         let end = self.at.checked_add(N).ok_or(PersistError::Truncated)?;
-        let slice = self.bytes.get(self.at..end).ok_or(PersistError::Truncated)?;
+        let slice = self
+            .bytes
+            .get(self.at..end)
+            .ok_or(PersistError::Truncated)?;
         self.at = end;
         slice.try_into().map_err(|_| PersistError::Truncated)
     }
@@ -165,7 +168,10 @@ impl Reader<'_> {
             return Err(PersistError::Invalid);
         }
         let end = self.at.checked_add(len).ok_or(PersistError::Truncated)?;
-        let slice = self.bytes.get(self.at..end).ok_or(PersistError::Truncated)?;
+        let slice = self
+            .bytes
+            .get(self.at..end)
+            .ok_or(PersistError::Truncated)?;
         self.at = end;
         String::from_utf8(slice.to_vec()).map_err(|_| PersistError::Invalid)
     }

@@ -27,7 +27,7 @@ fn exchange(gossips: &mut [Gossip], now: u64) {
                 .position(|g| g.node(g.local()).is_some_and(|s| s.address == address)),
         };
         let Some(index) = index else { continue };
-        let (replies, _) = gossips[index].handle(message);
+        let (replies, _) = gossips[index].handle(now, message);
         queue.extend(replies);
     }
 }
@@ -49,29 +49,41 @@ fn nodes_find_each_other_through_a_seed() {
 #[test]
 fn the_highest_version_wins_and_a_node_owns_its_own_state() {
     let mut gossip = Gossip::new(state(1, 3), vec![], GossipConfig::default(), 1);
-    let (_, changed) = gossip.handle(GossipMessage::State {
-        sender: 2,
-        ring_epoch: 0,
-        nodes: vec![state(2, 5)],
-    });
+    let (_, changed) = gossip.handle(
+        0,
+        GossipMessage::State {
+            sender: 2,
+            ring_epoch: 0,
+            nodes: vec![state(2, 5)],
+        },
+    );
     assert!(changed);
     let mut old = state(2, 4);
     old.weight = 9;
-    gossip.handle(GossipMessage::State {
-        sender: 2,
-        ring_epoch: 0,
-        nodes: vec![old],
-    });
+    gossip.handle(
+        0,
+        GossipMessage::State {
+            sender: 2,
+            ring_epoch: 0,
+            nodes: vec![old],
+        },
+    );
     assert_eq!(gossip.node(NodeId(2)).map(|s| s.weight), Some(1));
     // A stale copy of our own state with a higher version pushes ours past it.
     let mut foreign = state(1, 7);
     foreign.weight = 42;
-    gossip.handle(GossipMessage::State {
-        sender: 2,
-        ring_epoch: 0,
-        nodes: vec![foreign],
-    });
-    let own = gossip.node(NodeId(1)).cloned().unwrap_or_else(|| state(0, 0));
+    gossip.handle(
+        0,
+        GossipMessage::State {
+            sender: 2,
+            ring_epoch: 0,
+            nodes: vec![foreign],
+        },
+    );
+    let own = gossip
+        .node(NodeId(1))
+        .cloned()
+        .unwrap_or_else(|| state(0, 0));
     assert_eq!((own.weight, own.version), (1, 8));
 }
 
@@ -81,11 +93,14 @@ fn persisted_membership_round_trips_and_restart_bumps_the_version() {
     let mut other = state(2, 5);
     other.zone = "rack-a".to_owned();
     other.ports = vec![1, 2, 3];
-    gossip.handle(GossipMessage::State {
-        sender: 2,
-        ring_epoch: 0,
-        nodes: vec![other.clone()],
-    });
+    gossip.handle(
+        0,
+        GossipMessage::State {
+            sender: 2,
+            ring_epoch: 0,
+            nodes: vec![other.clone()],
+        },
+    );
     let bytes = gossip.persist();
     let restored =
         Gossip::restore(&bytes, state(1, 1), vec![], GossipConfig::default(), 1).expect("valid");
