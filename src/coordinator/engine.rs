@@ -102,6 +102,9 @@ struct WriteOp {
     waiting: usize,
     /// Reachable fallbacks not used yet, for replicas that never answer.
     spare: Vec<Replica>,
+    /// The last refusal a replica sent (a store failure, the sibling cap on its merge),
+    /// reported if the write fails.
+    failure: Option<ErrorCode>,
 }
 
 #[derive(Debug)]
@@ -329,7 +332,9 @@ impl<S: ReplicaStore> Coordinator<S> {
             PeerMessage::ReplicaReadReply { state } => {
                 self.on_answer(from, request_id, Answer::State(state), out)
             }
-            PeerMessage::Error { .. } => self.on_answer(from, request_id, Answer::Failed, out),
+            PeerMessage::Error { code } => {
+                self.on_answer(from, request_id, Answer::Failed(code), out)
+            }
             PeerMessage::Reply(reply) => {
                 self.on_answer(from, request_id, Answer::Relay(reply), out)
             }
@@ -410,7 +415,7 @@ impl<S: ReplicaStore> Coordinator<S> {
                 let state = self.store.get_state(partition.0, &key);
                 let answer = match state {
                     Ok(state) => Answer::State(state),
-                    Err(_) => Answer::Failed,
+                    Err(_) => Answer::Failed(ErrorCode::StoreFailed),
                 };
                 self.apply_answer(op_id, replica, answer, out);
             } else {
@@ -531,6 +536,7 @@ impl<S: ReplicaStore> Coordinator<S> {
                 acks: 0,
                 waiting: targets.len() + 1,
                 spare,
+                failure: None,
             })),
         );
         self.deferred
@@ -625,7 +631,10 @@ impl<S: ReplicaStore> Coordinator<S> {
                 write.waiting -= 1;
                 progress_write(&mut op.replied, op.origin, write, out)
             }
-            (Kind::Write(write), _) => {
+            (Kind::Write(write), answer) => {
+                if let Answer::Failed(code) = answer {
+                    write.failure = Some(code);
+                }
                 write.waiting -= 1;
                 progress_write(&mut op.replied, op.origin, write, out)
             }
@@ -1027,7 +1036,7 @@ enum Answer {
     Ack,
     State(Option<CausalState>),
     Relay(ClientReply),
-    Failed,
+    Failed(ErrorCode),
 }
 
 /// Replies once W acknowledgements are in, or once W can no longer be reached; the op is
@@ -1044,12 +1053,11 @@ fn progress_write(
     }
     if !*replied && write.acks + write.waiting < usize::from(write.w) {
         *replied = true;
-        let error = ClientError::quorum(
-            ErrorCode::Indeterminate,
-            write.acks,
-            write.w,
-            "replicas failed after the write was sent",
-        );
+        let message = match write.failure {
+            Some(code) => format!("replicas failed after the write was sent (last: {code:?})"),
+            None => "replicas failed after the write was sent".to_owned(),
+        };
+        let error = ClientError::quorum(ErrorCode::Indeterminate, write.acks, write.w, message);
         respond(origin, ClientReply::Error(error), out);
     }
     write.waiting == 0

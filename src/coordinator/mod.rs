@@ -47,9 +47,30 @@
 //! duplicates are harmless.
 //!
 //! **Membership and failure detection** live in [`crate::gossip`]: the ring is computed
-//! from the gossiped membership, and reachability is each node's own view, never gossiped.
+//! from the gossiped membership, and reachability is each node's own view, never gossiped:
+//! direct pings with hysteresis (3 consecutive failures to go down, 2 answered pings to
+//! come back; request timeouts count as failures), see [`crate::gossip::FailureDetector`].
 //! Adding or removing nodes while data is stored (partition transfer) is not handled yet:
 //! until it is, a cluster is formed once and its nodes may only go down and come back.
+//!
+//! # Where each state machine sits
+//!
+//! ```text
+//!  client ──PUT──▶ any node's shard ──(not a replica)──Forward──▶ first reachable replica
+//!                                                                   │ Coordinator: update,
+//!                                                                   │ store, fan out
+//!        ◀──PUT_REPLY after W────────────────────────────────────── ├─REPLICA_WRITE──▶ replica
+//!                                                                   └─HINTED_WRITE──▶ fallback
+//!  client ──GET──▶ any node's shard (Coordinator) ─REPLICA_READ─▶ N replicas; R answers;
+//!                                                  read repair of stale ones afterwards
+//!  every shard, on tick:  deadlines ─ hint delivery (HINT_DELIVER ▶ target, HINT_ACK ◀)
+//!  every node, on tick:   Gossip (digest ▶ random peer)   FailureDetector (PING ▶ peers)
+//!                         └─ membership ─▶ Ring           └─ Liveness ─▶ Coordinators
+//! ```
+//!
+//! The runtime (the server, or [`crate::sim`]) owns one [`Coordinator`] per shard, one
+//! [`crate::gossip::Gossip`] and one [`crate::gossip::FailureDetector`] per node, feeds
+//! them messages and ticks, and carries out the [`Action`]s they return.
 //!
 //! # What this module deliberately does not do
 //! No I/O, no clock reads, no randomness, no hash-ordered iteration (so a simulation
@@ -216,13 +237,13 @@ impl ClientError {
         }
     }
 
-    fn quorum(code: ErrorCode, answered: usize, needed: u8, message: &str) -> Self {
+    fn quorum(code: ErrorCode, answered: usize, needed: u8, message: impl Into<String>) -> Self {
         ClientError {
             code,
             answered: u8::try_from(answered).unwrap_or(u8::MAX),
             needed,
             ring_epoch: 0,
-            message: message.to_owned(),
+            message: message.into(),
         }
     }
 }

@@ -152,6 +152,11 @@ impl Gossip {
     pub fn new(local: NodeState, seeds: Vec<String>, config: GossipConfig, seed: u64) -> Self {
         let mut nodes = BTreeMap::new();
         let id = local.id;
+        // A seed list usually names every seed, this node included: never gossip to self.
+        let seeds = seeds
+            .into_iter()
+            .filter(|seed| *seed != local.address)
+            .collect();
         nodes.insert(id, local);
         Gossip {
             local: id,
@@ -330,6 +335,9 @@ impl Gossip {
                 }
             }
             return false;
+        }
+        if !self.nodes.contains_key(&state.id) && self.nodes.len() >= NODES_MAX {
+            return false; // A membership this large is not one Rotor forms: ignore the rest.
         }
         match self.nodes.get(&state.id) {
             Some(known) if known.version >= state.version => false,

@@ -867,9 +867,28 @@ impl Simulation {
             .get(client as usize)
             .and_then(|c| c.contexts.get(&key))
             .cloned();
+        // Per-request options now and then: any R for reads during the run (only the
+        // final reads, at the default R = 2, are held to property 1), W of 2 or 3 for
+        // writes (W = 1 with R = 2 would not intersect at N = 3 without anti-entropy), and
+        // shorter or longer deadlines.
+        let timeout_ms = match self.rng.below(10) {
+            0 => 300,
+            1 => 1_500,
+            _ => 0,
+        };
+        let read_options = Options {
+            n: 0,
+            quorum: [0, 0, 0, 0, 0, 0, 0, 0, 1, 3][self.rng.below(10) as usize],
+            timeout_ms,
+        };
+        let write_options = Options {
+            n: 0,
+            quorum: if self.rng.chance(10) { 3 } else { 0 },
+            timeout_ms,
+        };
         if roll < 35 || (roll >= 85 && known.is_none()) {
             let request = ClientRequest::Get {
-                options: Options::default(),
+                options: read_options,
                 key: key.clone(),
             };
             return (node, request, Pending::Read { key, last: false });
@@ -884,7 +903,7 @@ impl Simulation {
             let index = self.history.write(&key, None, decoded);
             self.note(format!("c{client} delete {} via n{node}", show(&key)));
             let request = ClientRequest::Delete {
-                options: Options::default(),
+                options: write_options,
                 return_context: false,
                 key,
                 context,
@@ -900,7 +919,7 @@ impl Simulation {
             show(&value)
         ));
         let request = ClientRequest::Put {
-            options: Options::default(),
+            options: write_options,
             return_context: false,
             key,
             context,
