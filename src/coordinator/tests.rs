@@ -144,6 +144,13 @@ impl Cluster {
             .expect("get")
     }
 
+    /// Sends a client request to `node`, delivers everything, and returns the answer.
+    fn ask(&mut self, node: u64, request: ClientRequest) -> ClientReply {
+        self.request(node, request);
+        self.run(|_| false);
+        self.last_reply()
+    }
+
     fn last_reply(&mut self) -> ClientReply {
         self.replies.pop().expect("a reply")
     }
@@ -188,17 +195,16 @@ fn error_of(reply: &ClientReply) -> &ClientError {
 fn a_put_reaches_every_replica_and_a_get_returns_it() {
     let mut cluster = Cluster::new(4, MemDurability::Always, Config::default());
     let preference = cluster.preference(b"k");
-    cluster.request(preference[0], put(b"k", b"v1", vec![]));
-    cluster.run(|_| false);
-    assert!(matches!(cluster.last_reply(), ClientReply::Put { .. }));
+    assert!(matches!(
+        cluster.ask(preference[0], put(b"k", b"v1", vec![])),
+        ClientReply::Put { .. }
+    ));
     for node in &preference {
         assert!(cluster.state(*node, b"k").is_some(), "replica {node}");
     }
     let other = cluster.extended(b"k")[0];
     assert!(cluster.state(other, b"k").is_none());
-    cluster.request(other, get(b"k"));
-    cluster.run(|_| false);
-    assert_eq!(values(&cluster.last_reply()), vec![b"v1".to_vec()]);
+    assert_eq!(values(&cluster.ask(other, get(b"k"))), vec![b"v1".to_vec()]);
 }
 
 #[test]
@@ -243,9 +249,10 @@ fn a_down_replica_gets_a_hint_that_is_deleted_only_after_its_ack() {
     let down = preference[2];
     cluster.suspected.0.insert(down);
     cluster.crashed.insert(down);
-    cluster.request(preference[0], put(b"k", b"v1", vec![]));
-    cluster.run(|_| false);
-    assert!(matches!(cluster.last_reply(), ClientReply::Put { .. }));
+    assert!(matches!(
+        cluster.ask(preference[0], put(b"k", b"v1", vec![])),
+        ClientReply::Put { .. }
+    ));
     assert_eq!(cluster.nodes[&fallback].store().hint_count(), 1);
     assert!(cluster.state(down, b"k").is_none());
 
@@ -278,18 +285,17 @@ fn too_few_reachable_replicas_is_unavailable_and_changes_nothing() {
     let mut cluster = Cluster::new(3, MemDurability::Always, Config::default());
     let preference = cluster.preference(b"k");
     cluster.suspected.0.extend([preference[1], preference[2]]);
-    cluster.request(preference[0], put(b"k", b"v1", vec![]));
-    cluster.run(|_| false);
-    let reply = cluster.last_reply();
+    let reply = cluster.ask(preference[0], put(b"k", b"v1", vec![]));
     let error = error_of(&reply);
     assert_eq!(
         (error.code, error.answered, error.needed),
         (ErrorCode::Unavailable, 1, 2)
     );
     assert!(cluster.state(preference[0], b"k").is_none());
-    cluster.request(preference[0], get(b"k"));
-    cluster.run(|_| false);
-    assert_eq!(error_of(&cluster.last_reply()).code, ErrorCode::Unavailable);
+    assert_eq!(
+        error_of(&cluster.ask(preference[0], get(b"k"))).code,
+        ErrorCode::Unavailable
+    );
 }
 
 #[test]
@@ -318,18 +324,17 @@ fn concurrent_blind_writes_become_siblings_and_a_covering_write_resolves_them() 
     cluster.request(preference[0], put(b"k", b"a", vec![]));
     cluster.request(preference[1], put(b"k", b"b", vec![]));
     cluster.run(|_| false);
-    cluster.request(preference[2], get(b"k"));
-    cluster.run(|_| false);
-    let reply = cluster.last_reply();
+    let reply = cluster.ask(preference[2], get(b"k"));
     assert_eq!(values(&reply), vec![b"a".to_vec(), b"b".to_vec()]);
     let ClientReply::Get { context, .. } = reply else {
         unreachable!()
     };
     cluster.request(preference[1], put(b"k", b"c", context));
     cluster.run(|_| false);
-    cluster.request(preference[0], get(b"k"));
-    cluster.run(|_| false);
-    assert_eq!(values(&cluster.last_reply()), vec![b"c".to_vec()]);
+    assert_eq!(
+        values(&cluster.ask(preference[0], get(b"k"))),
+        vec![b"c".to_vec()]
+    );
 }
 
 #[test]
@@ -395,9 +400,10 @@ fn the_sibling_cap_is_reported_not_swallowed() {
     let mut cluster = Cluster::new(3, MemDurability::Always, config);
     let coordinator = cluster.preference(b"k")[0];
     for value in [b"a", b"b"] {
-        cluster.request(coordinator, put(b"k", value, vec![]));
-        cluster.run(|_| false);
-        assert!(matches!(cluster.last_reply(), ClientReply::Put { .. }));
+        assert!(matches!(
+            cluster.ask(coordinator, put(b"k", value, vec![])),
+            ClientReply::Put { .. }
+        ));
     }
     cluster.request(coordinator, put(b"k", b"c", vec![]));
     cluster.run(|_| false);
@@ -411,9 +417,10 @@ fn the_sibling_cap_is_reported_not_swallowed() {
 fn bad_contexts_and_options_are_refused() {
     let mut cluster = Cluster::new(3, MemDurability::Always, Config::default());
     let coordinator = cluster.preference(b"k")[0];
-    cluster.request(coordinator, put(b"k", b"v", b"garbage".to_vec()));
-    cluster.run(|_| false);
-    assert_eq!(error_of(&cluster.last_reply()).code, ErrorCode::BadContext);
+    assert_eq!(
+        error_of(&cluster.ask(coordinator, put(b"k", b"v", b"garbage".to_vec()))).code,
+        ErrorCode::BadContext
+    );
     let request = ClientRequest::Get {
         options: Options {
             n: 3,
@@ -430,7 +437,8 @@ fn bad_contexts_and_options_are_refused() {
     );
     // A valid context from elsewhere decodes.
     let context = Context::empty().to_opaque();
-    cluster.request(coordinator, put(b"k", b"v", context));
-    cluster.run(|_| false);
-    assert!(matches!(cluster.last_reply(), ClientReply::Put { .. }));
+    assert!(matches!(
+        cluster.ask(coordinator, put(b"k", b"v", context)),
+        ClientReply::Put { .. }
+    ));
 }

@@ -531,19 +531,9 @@ impl Simulation {
                 if self.cut.contains(&(from.node.0, to.node.0)) {
                     return Ok(());
                 }
-                let now = self.now;
-                let mut out = Vec::new();
-                if let Some(NodeRun::Running {
-                    coordinator,
-                    detector,
-                    ring,
-                    ..
-                }) = self.running(to.node.0)
-                {
-                    coordinator
-                        .peer_message(now, from, request_id, message, ring, detector, &mut out);
-                }
-                self.actions(to.node.0, out);
+                self.drive(to.node.0, |now, coordinator, ring, detector, out| {
+                    coordinator.peer_message(now, from, request_id, message, ring, detector, out)
+                });
             }
             Event::Gossip { from, to, message } => {
                 if self.cut.contains(&(from.0, to.0)) {
@@ -556,19 +546,10 @@ impl Simulation {
                 token,
                 request,
             } => {
-                let now = self.now;
-                let mut out = Vec::new();
-                if let Some(NodeRun::Running {
-                    coordinator,
-                    detector,
-                    ring,
-                    ..
-                }) = self.running(node)
-                {
+                self.drive(node, |now, coordinator, ring, detector, out| {
                     let origin = Origin::Client(token);
-                    coordinator.client_request(now, origin, request, ring, detector, &mut out);
-                }
-                self.actions(node, out);
+                    coordinator.client_request(now, origin, request, ring, detector, out)
+                });
             }
             Event::Reply { token, reply } => self.client_reply(token, reply)?,
             Event::ClientWake(client) => self.client_wake(client),
@@ -591,6 +572,26 @@ impl Simulation {
             }
         }
         Ok(())
+    }
+
+    /// Runs `step` on `node`'s coordinator if the node is up, then carries out the actions.
+    fn drive(
+        &mut self,
+        node: u64,
+        step: impl FnOnce(u64, &mut Coordinator<MemStore>, &Ring, &FailureDetector, &mut Vec<Action>),
+    ) {
+        let now = self.now;
+        let mut out = Vec::new();
+        if let Some(NodeRun::Running {
+            coordinator,
+            detector,
+            ring,
+            ..
+        }) = self.running(node)
+        {
+            step(now, coordinator, ring, detector, &mut out);
+        }
+        self.actions(node, out);
     }
 
     fn running(&mut self, node: u64) -> Option<&mut NodeRun> {
