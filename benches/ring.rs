@@ -4,6 +4,10 @@
 //! request pays it once at the coordinator (and clients pay it to route). The claim for a
 //! join runs once per membership change on every node, so it only needs to stay well under
 //! the gossip interval (a second): target at most 10 ms for 8 -> 9 nodes at Q = 1024.
+//!
+//! MD5 of a short key is one 64-byte block, ~350-400 cycles: at 2 GHz that alone takes most
+//! of the lookup budget, so `key_to_partition` (the MD5 part) and
+//! `partition_to_preference_list` (the ring's part, a table lookup) are measured apart.
 
 use std::hint::black_box;
 

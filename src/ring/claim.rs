@@ -9,12 +9,12 @@
 //!    to the lower node id), with at least one partition each. Quotas depend only on the
 //!    membership, so balance never drifts over a history of joins and leaves.
 //! 2. Keep: every partition whose previous owner is still a member stays put...
-//! 3. Release: ...unless that owner now holds more than its quota; it then gives up its
-//!    surplus, first partitions where it breaks the spread (see below), then partitions
-//!    away from other freed ones, in bit-reversed order so that they are spread round the
-//!    ring rather than bunched.
-//!    Freed partitions are chosen where a member below quota could take them without
-//!    breaking the spread.
+//! 3. Release: ...unless that owner now holds more than its quota; it then frees its
+//!    surplus, preferring in turn: partitions where it breaks the spread (see below);
+//!    partitions a member below quota could take without repeating a node or a zone, away
+//!    from other free partitions; the same allowing a zone repeat; then next to free
+//!    partitions; then any. Each pass goes in bit-reversed order, so freed partitions are
+//!    spread round the ring rather than bunched.
 //! 4. Fill: free partitions, in ascending order, go to members below quota: the candidate
 //!    that breaks the spread least, then the one furthest behind its quota (relative to it),
 //!    then a hash of (partition, node id). The hash makes each round of an initial claim a
@@ -38,9 +38,9 @@ use crate::constants::CLAIM_SPREAD;
 /// at the same distance: node repeats always weigh more than any number of zone repeats.
 const NODE_REPEAT_COST: u32 = 16;
 
-/// Candidate swaps the repair may evaluate per partition of the ring. Bounds the claim's
+/// Swap candidates the repair may look at, per partition of the ring. Bounds the claim's
 /// time where the spread is impossible (a member or zone heavier than 1/CLAIM_SPREAD of the
-/// ring), where repair could otherwise try every pair.
+/// ring), where repair could otherwise try every pair of partitions.
 const REPAIR_EVALUATIONS_PER_PARTITION: usize = 64;
 
 /// The repair may move one kept partition for every this many partitions that must move
@@ -274,23 +274,32 @@ impl Claim<'_> {
     /// Step 5: swap owners to take out what the greedy fill could not avoid.
     fn repair(&mut self) {
         let mut budget = self.q() * REPAIR_EVALUATIONS_PER_PARTITION;
-        let needed = self.moved.iter().filter(|&&m| m).count();
-        let mut extra_moves = needed / REPAIR_EXTRA_MOVE_PER;
+        let mut moved: Vec<usize> = (0..self.q()).filter(|&p| self.moved[p]).collect();
+        let mut extra_moves = moved.len() / REPAIR_EXTRA_MOVE_PER;
+        let kept: Vec<usize> = (0..self.q()).filter(|&p| !self.moved[p]).collect();
         for p in 0..self.q() {
-            if !self.moved[p] || self.total_cost(p) == 0 {
+            if budget == 0 {
+                break;
+            }
+            let Some(owner) = self.owners[p] else {
+                continue;
+            };
+            // A member with more than half the ring repeats next to itself whatever we do.
+            let hopeless = 2 * self.quotas[usize::from(owner)] as usize > self.q();
+            if !self.moved[p] || hopeless || self.total_cost(p) == 0 {
                 continue;
             }
             // First among partitions that move anyway, then, only for a node owning two
             // adjacent partitions, among kept ones, where a swap costs one more move.
-            if !self.swap_best(p, true, &mut budget)
-                && self.adjacent_repeat(p)
-                && extra_moves > 0
-                && self.swap_best(p, false, &mut budget)
-            {
-                extra_moves -= 1;
+            if self.swap_best(p, &moved, &mut budget).is_some() {
+                continue;
             }
-            if budget == 0 {
-                break;
+            if self.adjacent_repeat(p) && extra_moves > 0 {
+                if let Some(h) = self.swap_best(p, &kept, &mut budget) {
+                    extra_moves -= 1;
+                    self.moved[h] = true;
+                    moved.push(h);
+                }
             }
         }
     }
@@ -306,39 +315,35 @@ impl Claim<'_> {
         self.owners[p].map_or((0, 0), |m| self.cost(p, m))
     }
 
-    /// Swaps `p`'s owner with the partition (moved ones if `among_moved`, else kept ones)
-    /// that lowers the combined cost the most; returns whether it swapped.
-    fn swap_best(&mut self, p: usize, among_moved: bool, budget: &mut usize) -> bool {
+    /// Swaps `p`'s owner with that of the candidate partition that lowers their combined
+    /// cost the most, if any does; a kept candidate must also lower node repeats. Every
+    /// candidate looked at is charged to `budget`. Returns the partition swapped with.
+    fn swap_best(&mut self, p: usize, candidates: &[usize], budget: &mut usize) -> Option<usize> {
         let mut best: Option<(usize, u32)> = None;
-        for h in 0..self.q() {
-            if h == p || self.moved[h] != among_moved || self.owners[h] == self.owners[p] {
-                continue;
-            }
+        for &h in candidates {
             if *budget == 0 {
                 break;
             }
             *budget -= 1;
+            if h == p || self.owners[h] == self.owners[p] || self.owners[h].is_none() {
+                continue;
+            }
             let before = self.total_cost(p) + self.total_cost(h);
-            // Only a node repeat justifies moving a kept partition.
             let node_before = self.cost_of_owner(p).0 + self.cost_of_owner(h).0;
             self.owners.swap(p, h);
             let after = self.total_cost(p) + self.total_cost(h);
             let node_after = self.cost_of_owner(p).0 + self.cost_of_owner(h).0;
             self.owners.swap(p, h);
             let gain = before.saturating_sub(after);
-            let worth = after < before && (among_moved || node_after < node_before);
+            // Only a node repeat justifies moving a kept partition.
+            let worth = after < before && (self.moved[h] || node_after < node_before);
             if worth && best.is_none_or(|(_, g)| gain > g) {
                 best = Some((h, gain));
             }
         }
-        match best {
-            Some((h, _)) => {
-                self.owners.swap(p, h);
-                self.moved[h] = true;
-                true
-            }
-            None => false,
-        }
+        let (h, _) = best?;
+        self.owners.swap(p, h);
+        Some(h)
     }
 }
 

@@ -6,11 +6,22 @@
 //!
 //! Deliberately pure: no I/O, no clock, no randomness. A ring is a value, a new ring is a
 //! deterministic function of the previous one and the new membership
-//! ([`Ring::with_members`]), and two nodes that agree on those agree on every owner.
+//! ([`Ring::with_members`]), and two nodes that agree on those agree on every owner. The
+//! ring does not know which nodes are up: skipping unreachable replicas in favour of the
+//! [`Ring::extended`] fallbacks is the coordinator's business.
 //!
-//! - [`position`](key_position): MD5 positions and partition ranges.
-//! - `claim`: who owns what (Dynamo's strategy 3, weighted, moving as little as it can).
-//! - this file: the [`Ring`] value, preference lists, shard placement and transfer plans.
+//! Files:
+//! - `position.rs`: MD5 positions and partition ranges ([`key_position`]).
+//! - `claim.rs`: who owns what (Dynamo's strategy 3, weighted, moving as little as it can,
+//!   keeping consecutive partitions on distinct nodes and zones where it can).
+//! - this file: the [`Ring`] value, preference lists, shard placement, transfer plans and
+//!   snapshots ([`Ring::from_parts`]).
+//!
+//! Guarantees a caller may rely on: each member owns its weight's share of Q to within one
+//! partition (and at least one); a preference list never repeats a node, and never repeats
+//! a zone while unused zones remain; a partition's shard on a node depends only on the
+//! partition and that node's shard count; equal epochs in one cluster's history mean equal
+//! rings.
 
 mod claim;
 mod position;
@@ -168,6 +179,22 @@ pub enum RingError {
 ///
 /// Built by [`Ring::initial`], changed only through [`Ring::with_members`] (which returns a
 /// new ring) or rebuilt from a gossiped snapshot with [`Ring::from_parts`].
+///
+/// ```
+/// use rotor::ring::{Member, NodeId, Ring};
+///
+/// let members = |n: u64| (1..=n).map(|i| Member::new(NodeId(i), 1, 4)).collect::<Vec<_>>();
+/// let ring = Ring::initial(1024, members(8))?;
+/// let replicas = ring.key_preference_list(b"user:42", 3);
+/// assert_eq!(replicas.len(), 3);
+/// assert_eq!(replicas[0].node, ring.owner(replicas.partition()));
+///
+/// // A ninth node takes about a ninth of the partitions, all from the others.
+/// let grown = ring.with_members(members(9))?;
+/// assert_eq!(grown.epoch(), ring.epoch() + 1);
+/// assert!(ring.transfers(&grown)?.iter().all(|t| t.to == NodeId(9)));
+/// # Ok::<(), rotor::ring::RingError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ring {
     /// Q, a power of two.
@@ -187,6 +214,12 @@ pub struct Ring {
     owning_members: usize,
     /// Zones with at least one owning member.
     owning_zones: usize,
+    /// The first `head_len` members of every partition's walk, so that a preference list
+    /// of up to `PREFERENCE_LIST_INLINE` replicas is a table lookup (2 bytes per entry:
+    /// 8 KiB at Q = 1024, in cache on the hot path).
+    heads: Vec<[u16; PREFERENCE_LIST_INLINE]>,
+    /// `min(PREFERENCE_LIST_INLINE, owning_members)`.
+    head_len: usize,
 }
 
 /// A member as lookups see it.
@@ -363,6 +396,7 @@ impl Ring {
             .collect();
         zones.sort_unstable();
         zones.dedup();
+        let heads = heads(&owners, &slots, zone_aware);
         Ring {
             q,
             epoch,
@@ -372,6 +406,8 @@ impl Ring {
             zone_aware,
             owning_members,
             owning_zones: zones.len(),
+            heads,
+            head_len: owning_members.min(PREFERENCE_LIST_INLINE),
         }
     }
 
@@ -428,9 +464,16 @@ impl Ring {
     /// present (so with at least `n` zones the `n` replicas are in distinct zones), then
     /// distinct nodes. Fewer than `n` if the ring has fewer members.
     ///
-    /// Allocates nothing for `n <= PREFERENCE_LIST_INLINE`.
+    /// Allocates nothing for `n <= PREFERENCE_LIST_INLINE`, and is then a table lookup.
     pub fn preference_list(&self, partition: PartitionId, n: usize) -> PreferenceList {
         let start = self.index(partition);
+        if n <= PREFERENCE_LIST_INLINE {
+            let head = &self.heads[start][..n.min(self.head_len)];
+            return PreferenceList {
+                partition,
+                replicas: head.iter().map(|&m| self.replica(m, partition)).collect(),
+            };
+        }
         let mut picks = FewPicks::default();
         self.walk(start, n, &mut picks);
         PreferenceList {
@@ -514,8 +557,10 @@ impl Ring {
     }
 
     /// `partition` as an index into the owners table. Partition ids come from this ring's
-    /// own lookups; one from elsewhere is wrapped rather than trusted to be in range.
+    /// own lookups (callers check ids from the wire against [`Ring::q`]); in release builds
+    /// one out of range is wrapped rather than allowed to panic.
     fn index(&self, partition: PartitionId) -> usize {
+        debug_assert!(partition.0 < self.q, "{partition:?} of {}", self.q);
         (partition.0 & (self.q - 1)) as usize
     }
 
@@ -561,6 +606,45 @@ impl Ring {
             }
         }
     }
+}
+
+/// The first `PREFERENCE_LIST_INLINE` members of every partition's walk (see
+/// [`Ring::walk`]), in one backward sweep over two laps of the ring instead of a walk per
+/// partition (which, on a ring where a few members own almost nothing, could cost Q steps
+/// each).
+///
+/// The sweep keeps, at each position, the first members of distinct nodes clockwise from
+/// it (`nodes`) and the first member of each distinct zone (`zones`): each is the owner
+/// at the position followed by the next position's list without that owner (or its zone),
+/// truncated. Starting a lap early makes every list of the second lap exact. A walk is
+/// then the zone list (when zone-aware) followed by the node list without those members.
+fn heads(owners: &[u16], slots: &[Slot], zone_aware: bool) -> Vec<[u16; PREFERENCE_LIST_INLINE]> {
+    let q = owners.len();
+    let zone = |m: u16| slots[usize::from(m)].zone;
+    let mut heads = vec![[0u16; PREFERENCE_LIST_INLINE]; q];
+    let mut nodes: SmallVec<[u16; PREFERENCE_LIST_INLINE]> = SmallVec::new();
+    let mut zones: SmallVec<[u16; PREFERENCE_LIST_INLINE]> = SmallVec::new();
+    for i in (0..2 * q).rev() {
+        let owner = owners[i % q];
+        nodes.retain(|m| *m != owner);
+        nodes.insert(0, owner);
+        nodes.truncate(PREFERENCE_LIST_INLINE);
+        if zone_aware {
+            zones.retain(|m| zone(*m) != zone(owner));
+            zones.insert(0, owner);
+            zones.truncate(PREFERENCE_LIST_INLINE);
+        }
+        if i < q {
+            let mut picks = FewPicks::default();
+            for &m in zones.iter().chain(&nodes) {
+                if picks.len() < nodes.len() && !picks.has_member(m) {
+                    picks.push(m, zone(m));
+                }
+            }
+            heads[i][..picks.len()].copy_from_slice(&picks.members);
+        }
+    }
+    heads
 }
 
 /// The shard of a node with `shards` shards that holds `partition` on a ring of `q`

@@ -66,28 +66,20 @@ mod tests {
 
     #[test]
     fn partition_is_the_top_bits() {
-        // d41d8cd9...: top 10 bits of 0xd41d are 1101 0100 00 = 848.
-        assert_eq!(
-            partition_of_position(key_position(b""), 1024),
-            PartitionId(848)
-        );
-        // 900150983...: top 10 bits of 0x9001 are 1001 0000 00 = 576; top 1 bit is 1.
-        assert_eq!(
-            partition_of_position(key_position(b"abc"), 1024),
-            PartitionId(576)
-        );
-        assert_eq!(
-            partition_of_position(key_position(b"abc"), 2),
-            PartitionId(1)
-        );
-        assert_eq!(
-            partition_of_position(key_position(b"abc"), 1),
-            PartitionId(0)
-        );
-        assert_eq!(
-            partition_of_position(u128::MAX, 1 << 16),
-            PartitionId((1 << 16) - 1)
-        );
+        let check = |position: u128, q: u32, want: u32| {
+            assert_eq!(
+                partition_of_position(position, q),
+                PartitionId(want),
+                "q = {q}"
+            );
+        };
+        // d41d8cd9...: the top 10 bits of 0xd41d are 1101 0100 00 = 848.
+        check(key_position(b""), 1024, 848);
+        // 90015098...: the top 10 bits of 0x9001 are 1001 0000 00 = 576; the top bit is 1.
+        check(key_position(b"abc"), 1024, 576);
+        check(key_position(b"abc"), 2, 1);
+        check(key_position(b"abc"), 1, 0);
+        check(u128::MAX, 1 << 16, (1 << 16) - 1);
     }
 
     #[test]

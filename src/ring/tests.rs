@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 
 use super::*;
-use crate::constants::{CLAIM_SPREAD, PARTITIONS_DEFAULT};
+use crate::constants::{CLAIM_SPREAD, PARTITIONS_DEFAULT, PREFERENCE_LIST_INLINE};
 
 const Q: u32 = PARTITIONS_DEFAULT;
 
@@ -73,6 +73,9 @@ fn check_preference_lists(ring: &Ring, n: usize) {
         assert_eq!(list[0].node, ring.owner(p));
         let nodes: BTreeSet<NodeId> = list.iter().map(|r| r.node).collect();
         assert_eq!(nodes.len(), list.len(), "repeated node in {p:?}: {list:?}");
+        if p.0 == 0 {
+            check_heads(ring);
+        }
         if zones.len() >= n {
             let zs: BTreeSet<_> = list.iter().map(|r| zone_of(r.node)).collect();
             assert_eq!(zs.len(), list.len(), "repeated zone in {p:?}: {list:?}");
@@ -89,6 +92,23 @@ fn check_preference_lists(ring: &Ring, n: usize) {
             all[..],
             "extended continues the walk"
         );
+    }
+}
+
+/// The precomputed heads give the same lists as walking the ring.
+fn check_heads(ring: &Ring) {
+    for p in 0..ring.q() {
+        for n in 0..=PREFERENCE_LIST_INLINE {
+            let mut picks = FewPicks::default();
+            ring.walk(p as usize, n, &mut picks);
+            let walked: Vec<NodeId> = picks.members.iter().map(|&m| ring.node_of(m)).collect();
+            let listed: Vec<NodeId> = ring
+                .preference_list(PartitionId(p), n)
+                .iter()
+                .map(|r| r.node)
+                .collect();
+            assert_eq!(walked, listed, "partition {p}, n = {n}");
+        }
     }
 }
 
@@ -248,6 +268,26 @@ fn large_rings_claim_and_stay_balanced() {
     let next = ring.with_members(equal(0..201)).unwrap();
     assert_eq!(moved(&ring, &next), moves_needed(&ring, &next));
     assert_eq!(spread_breaks(&next), 0);
+}
+
+#[test]
+fn lopsided_weights_stay_cheap_and_correct() {
+    // One member holds almost everything: the claim cannot spread it, and a walk from most
+    // partitions has to go far to find the others. Claims and lookups must stay bounded.
+    let mut members = equal(0..4);
+    members[0].weight = 1_000_000;
+    let ring = Ring::initial(1 << 16, members).unwrap();
+    assert_eq!(ring.ownership_counts(), vec![65533, 1, 1, 1]);
+    assert_eq!(ring.preference_list(PartitionId(12345), 4).len(), 4);
+    // The light members sit together, leaving the heavy one a single run.
+    assert_eq!(adjacent_repeats(&ring), 65533 - 1);
+    let small = Ring::initial(64, {
+        let mut m = zoned(4, 2);
+        m[1].weight = 100;
+        m
+    })
+    .unwrap();
+    check_preference_lists(&small, 3);
 }
 
 #[test]
