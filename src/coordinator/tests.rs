@@ -442,3 +442,57 @@ fn bad_contexts_and_options_are_refused() {
         ClientReply::Put { .. }
     ));
 }
+
+#[test]
+fn a_forwarded_write_whose_coordinator_is_silent_is_indeterminate() {
+    let mut cluster = Cluster::new(4, MemDurability::Always, Config::default());
+    let preference = cluster.preference(b"k");
+    let outsider = cluster.extended(b"k")[0];
+    cluster.crashed.insert(preference[0]);
+    cluster.request(outsider, put(b"k", b"v1", vec![]));
+    cluster.run(|_| false);
+    assert!(cluster.replies.is_empty());
+    cluster.tick(u64::from(
+        REQUEST_TIMEOUT_MS_DEFAULT + crate::constants::FORWARD_GRACE_MS,
+    ));
+    cluster.run(|_| false);
+    let reply = cluster.last_reply();
+    assert_eq!(error_of(&reply).code, ErrorCode::Indeterminate);
+    assert_eq!(cluster.unresponsive, vec![preference[0]]);
+}
+
+#[test]
+fn a_crash_keeps_synced_writes_and_renews_the_actor_only_when_it_lost_some() {
+    let key = b"k".as_slice();
+    let mut store = MemStore::new(Actor(1), MemDurability::Group, 10);
+    let state = |value: &[u8]| {
+        let mut state = CausalState::new();
+        state
+            .update(
+                &Context::empty(),
+                crate::causal::Value::Bytes(value.to_vec()),
+                Actor(1),
+            )
+            .expect("update");
+        state
+    };
+    store.put_state(0, key, &state(b"a")).expect("put");
+    store.sync();
+    assert!(!store.crash(0, Actor(2)), "nothing unsynced, nothing lost");
+    assert_eq!(store.incarnation(), Actor(1));
+    let (first_hint, _) = store
+        .put_hint(NodeId(9), 0, key, &state(b"h"))
+        .expect("hint");
+    store.put_state(0, key, &state(b"b")).expect("put");
+    assert!(
+        store.crash(1, Actor(3)),
+        "the second unsynced write is lost"
+    );
+    assert_eq!(store.incarnation(), Actor(3));
+    assert_eq!(store.get_state(0, key).expect("get"), Some(state(b"a")));
+    assert_eq!(store.hint_count(), 1, "the first unsynced write survived");
+    let (second_hint, _) = store
+        .put_hint(NodeId(9), 0, key, &state(b"h"))
+        .expect("hint");
+    assert_ne!(first_hint, second_hint, "hint ids are never reused");
+}
