@@ -187,42 +187,7 @@ impl<S: ReplicaStore> Coordinator<S> {
             ClientRequest::Get { options, key } => {
                 self.start_get(now, origin, options, key, ring, live, out)
             }
-            ClientRequest::Put {
-                options,
-                return_context,
-                ref key,
-                ref context,
-                ref value,
-            } => {
-                let value = Value::Bytes(value.clone());
-                let (key, context) = (key.clone(), context.clone());
-                self.start_write(
-                    now,
-                    origin,
-                    request,
-                    (options, return_context, key, context, value),
-                    ring,
-                    live,
-                    out,
-                )
-            }
-            ClientRequest::Delete {
-                options,
-                return_context,
-                ref key,
-                ref context,
-            } => {
-                let (key, context) = (key.clone(), context.clone());
-                self.start_write(
-                    now,
-                    origin,
-                    request,
-                    (options, return_context, key, context, Value::Tombstone),
-                    ring,
-                    live,
-                    out,
-                )
-            }
+            write => self.start_write(now, origin, write, ring, live, out),
         }
         self.release_durable(out);
     }
@@ -428,22 +393,49 @@ impl<S: ReplicaStore> Coordinator<S> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A PUT or DELETE: coordinated here if this shard holds a replica, else forwarded.
     fn start_write(
         &mut self,
         now: u64,
         origin: Origin,
         request: ClientRequest,
-        (options, return_context, key, context, value): (Options, bool, Vec<u8>, Vec<u8>, Value),
         ring: &Ring,
         live: &dyn Liveness,
         out: &mut Vec<Action>,
     ) {
+        let (options, return_context, key, context, value) = match &request {
+            ClientRequest::Put {
+                options,
+                return_context,
+                key,
+                context,
+                value,
+            } => (
+                *options,
+                *return_context,
+                key.clone(),
+                context,
+                Value::Bytes(value.clone()),
+            ),
+            ClientRequest::Delete {
+                options,
+                return_context,
+                key,
+                context,
+            } => (
+                *options,
+                *return_context,
+                key.clone(),
+                context,
+                Value::Tombstone,
+            ),
+            ClientRequest::Get { .. } => return, // Routed to `start_get` by the caller.
+        };
         let resolved = match self.resolve(now, options, self.config.w) {
             Ok(resolved) => resolved,
             Err(error) => return respond(origin, ClientReply::Error(error), out),
         };
-        let context = match Context::decode_opaque(&context) {
+        let context = match Context::decode_opaque(context) {
             Ok(context) => context,
             Err(error) => {
                 let error = ClientError::new(ErrorCode::BadContext, error.to_string());
