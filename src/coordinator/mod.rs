@@ -16,6 +16,10 @@
 //! and relays its answer; Riak does the same for the same reason. Coordinating elsewhere
 //! would need either a remote read-modify-write (two round trips, and the dot would still
 //! be the remote replica's) or client-side clocks, which grow with the number of clients.
+//! A forwarded write is not idempotent (each run makes a new dot), so the replica ignores
+//! a second copy with the same (forwarder, request id); the simulator found the anomaly a
+//! duplicate causes (the copy survives as a sibling and resurfaces after a write that
+//! superseded the original).
 //! The coordinating replica reads its state, updates it with the client's context, stores
 //! it, and sends the new state to the other N-1 replicas (REPLICA_WRITE). Its own write
 //! counts once durable; the client gets its answer after W successes, and the remaining
