@@ -264,6 +264,81 @@ const _: () = assert!(
 );
 
 // ---------------------------------------------------------------------------------------
+// Cluster
+// ---------------------------------------------------------------------------------------
+
+/// Default deadline of a client request at its coordinator, in milliseconds. A GET that
+/// misses it fails with `Timeout`, a write with `Indeterminate`. Longer deadlines ride out
+/// a peer's stall instead of failing the request, at the cost of holding the request's
+/// state (a few hundred bytes) that much longer.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u32 = 2_000;
+
+/// Longest deadline a client may ask for, in milliseconds: every in-flight request holds
+/// its state until then, so this bounds how long a slow peer can pin memory.
+pub const REQUEST_TIMEOUT_MS_MAX: u32 = 60_000;
+
+/// Extra time a node that forwarded a write waits beyond the request's own deadline, in
+/// milliseconds, so the coordinating replica's verdict (which it sends at its deadline)
+/// can still arrive before the forwarder gives up and reports `Indeterminate`.
+pub const FORWARD_GRACE_MS: u32 = 500;
+
+/// Most requests one shard coordinates at once (client requests plus forwarded ones).
+/// Past it new requests are refused with `Overloaded` before any work; each costs its key,
+/// the new causal state for a write and one entry per replica.
+pub const COORDINATOR_REQUESTS_MAX: usize = 64 * 1024;
+
+/// Most hints one shard holds, over all target nodes. A hint is a whole causal state of a
+/// key, so this bounds the hint area's size while a node is down; past it hinted writes are
+/// refused (the coordinator then counts that fallback as failed, never as a success).
+pub const HINTS_MAX: usize = 1024 * 1024;
+
+/// Interval between two hint-delivery rounds of a shard, in milliseconds. Each round sends
+/// at most `HINT_BATCH_MAX` hints to every reachable target; a shorter interval drains a
+/// recovered node faster at the cost of more handoff traffic next to client requests.
+pub const HINT_DELIVERY_INTERVAL_MS_DEFAULT: u64 = 200;
+
+/// Most hints in flight to one target node at once: bounds the handoff's share of the
+/// target's work and the holder's bookkeeping.
+pub const HINT_BATCH_MAX: usize = 64;
+
+/// How long a delivered hint waits for its HINT_ACK before it is sent again, in
+/// milliseconds. A hint is deleted only after the ack, so a lost message costs a resend,
+/// never the hint.
+pub const HINT_ACK_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+
+/// Default interval between two gossip rounds, in milliseconds: each round sends one
+/// digest to one random peer, so membership news reaches all of `n` nodes in O(log n)
+/// rounds; a shorter interval converges faster for proportionally more background traffic.
+pub const GOSSIP_INTERVAL_MS_DEFAULT: u64 = 1_000;
+
+/// Chance, in percent, that a gossip round goes to a seed instead of a random peer even
+/// when peers are known: this is what joins two halves that formed apart (Cassandra's
+/// "gossip to a seed" rule). Costs that share of rounds' diversity.
+pub const GOSSIP_SEED_PERCENT: u64 = 10;
+
+/// Default interval between two pings of one peer by the failure detector, in
+/// milliseconds. Pings are tiny; the interval sets how fast a dead peer is noticed
+/// (`FAILURE_DOWN_AFTER` of them) and how fast a recovered one is trusted again.
+pub const PING_INTERVAL_MS_DEFAULT: u64 = 500;
+
+/// How long a ping waits for its pong before it counts as a failure, in milliseconds.
+/// Generous on purpose: a slow peer that answers within it is never marked down.
+pub const PING_TIMEOUT_MS_DEFAULT: u64 = 1_500;
+
+/// Consecutive failures (pings without a pong, requests that timed out) after which a
+/// peer is considered unreachable. With the success threshold below this is the
+/// hysteresis that keeps a slow or lossy peer from flapping.
+pub const FAILURE_DOWN_AFTER: u32 = 3;
+
+/// Consecutive answered pings after which an unreachable peer is trusted again.
+pub const FAILURE_UP_AFTER: u32 = 2;
+
+const _: () = assert!(REQUEST_TIMEOUT_MS_DEFAULT <= REQUEST_TIMEOUT_MS_MAX);
+const _: () = assert!(PING_TIMEOUT_MS_DEFAULT >= PING_INTERVAL_MS_DEFAULT);
+const _: () = assert!(FAILURE_DOWN_AFTER >= 1 && FAILURE_UP_AFTER >= 1);
+const _: () = assert!(HINT_BATCH_MAX <= HINTS_MAX);
+
+// ---------------------------------------------------------------------------------------
 // Service (the protocol served by each shard)
 // ---------------------------------------------------------------------------------------
 

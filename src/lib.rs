@@ -2,25 +2,41 @@
 //!
 //! The modules, in the order a request meets them:
 //!
+//! - [`server`]: `rotord`'s runtime: configuration, one pinned glommio executor per core,
+//!   listeners (a common port and one port per core), the connection loop and the
+//!   cross-core mailbox.
 //! - [`wire`]: frames and messages of the binary protocol (specified in `wire-spec/`);
 //!   pure encode/decode, no I/O.
+//! - [`coordinator`]: quorum reads and writes, read repair, forwarding and hinted handoff,
+//!   as a sans-IO state machine per shard.
 //! - [`ring`]: MD5 key positions, partitions, weighted claims, shard placement and
 //!   preference lists; pure.
 //! - [`causal`]: dotted version vector sets: how concurrent writes become siblings and
 //!   how a client's context supersedes what it saw; pure.
 //! - [`store`]: the per-core, memory-mapped, log-structured store with crash recovery,
 //!   compaction and a hint area.
+//! - [`gossip`]: membership by gossip and the local failure detector; sans-IO.
 //!
-//! [`constants`] holds every limit and default, each with a word on its cost.
+//! Beside the request path: [`sim`] runs the sans-IO state machines of a whole cluster
+//! under a seeded network and clock; [`loadgen`] is the engine of the `rotor-bench` load
+//! generator; [`constants`] holds every limit and default, each with a word on its cost.
 
 pub mod constants;
 
+pub mod server;
+
 pub mod wire;
+
+pub mod coordinator;
 
 pub mod ring;
 
 pub mod causal;
 
-pub mod loadgen;
-pub mod server;
 pub mod store;
+
+pub mod gossip;
+
+pub mod sim;
+
+pub mod loadgen;

@@ -1,0 +1,274 @@
+//! What the coordinator needs of a shard's storage: the causal state of a key, the hint
+//! area, the incarnation, and when writes become durable.
+//!
+//! Place in the flow: the coordinator (and the replica-side handlers next to it) read and
+//! write through [`ReplicaStore`]; the simulator uses [`MemStore`], the server will adapt
+//! `store::Store` (which keeps encoded states as opaque bytes) to the same trait. Replies
+//! that promise durability are held back until [`ReplicaStore::durable_lsn`] passes the
+//! write's sequence number, so a group-commit store acknowledges only synced writes.
+
+use std::collections::BTreeMap;
+
+use crate::causal::{Actor, CausalState};
+use crate::ring::NodeId;
+
+/// A log sequence number: the position of a write in its store's log.
+pub type Lsn = u64;
+
+/// Why a storage operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The device failed (I/O error, disk full). The outcome of a write is unknown.
+    #[error("storage I/O failed")]
+    Io,
+    /// Stored bytes failed their checksum or did not decode.
+    #[error("stored data is corrupted")]
+    Corrupted,
+    /// The hint area is full.
+    #[error("hint area is full")]
+    Full,
+}
+
+/// A write kept for a node that was unreachable, to hand over when it answers again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    /// This store's id for the hint, echoed by the target's HINT_ACK.
+    pub hint_id: u64,
+    /// The node the write was meant for.
+    pub intended: NodeId,
+    /// Partition of the key.
+    pub partition: u32,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The causal state to merge at the target.
+    pub state: CausalState,
+}
+
+/// The storage one shard's coordinator and replica handlers run on.
+pub trait ReplicaStore {
+    /// The actor of this store's incarnation: new whenever the store lost writes.
+    fn incarnation(&self) -> Actor;
+    /// The stored state of a key, `None` if the key was never written here.
+    fn get_state(&self, partition: u32, key: &[u8]) -> Result<Option<CausalState>, StorageError>;
+    /// Replaces the state of a key; returns the write's sequence number.
+    fn put_state(
+        &mut self,
+        partition: u32,
+        key: &[u8],
+        state: &CausalState,
+    ) -> Result<Lsn, StorageError>;
+    /// Stores a hint for `intended`; returns the hint's id and the write's sequence number.
+    fn put_hint(
+        &mut self,
+        intended: NodeId,
+        partition: u32,
+        key: &[u8],
+        state: &CausalState,
+    ) -> Result<(u64, Lsn), StorageError>;
+    /// Up to `max` hints for `intended`, oldest first.
+    fn hints_for(&self, intended: NodeId, max: usize) -> Result<Vec<Hint>, StorageError>;
+    /// The nodes this store holds hints for, in increasing order.
+    fn hint_targets(&self) -> Vec<NodeId>;
+    /// Deletes a hint once its target acknowledged it; unknown ids are ignored (a
+    /// duplicated ack).
+    fn delete_hint(&mut self, intended: NodeId, hint_id: u64) -> Result<(), StorageError>;
+    /// Hints held, over all targets.
+    fn hint_count(&self) -> usize;
+    /// Every write up to this sequence number survives a crash.
+    fn durable_lsn(&self) -> Lsn;
+}
+
+/// How an in-memory store loses writes at a crash, as the real store's durability
+/// policies do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemDurability {
+    /// Every write is durable when `put` returns (fsync per write).
+    Always,
+    /// Writes become durable at the next [`MemStore::sync`] (group commit).
+    Group,
+}
+
+/// An in-memory [`ReplicaStore`] for the simulator and tests that models durability: a
+/// crash keeps the synced writes and any prefix of the unsynced ones.
+#[derive(Debug, Clone)]
+pub struct MemStore {
+    incarnation: Actor,
+    durability: MemDurability,
+    /// What a crash preserves.
+    synced: MemData,
+    /// What reads see.
+    live: MemData,
+    /// Writes since the last sync, in log order.
+    unsynced: Vec<MemOp>,
+    lsn: Lsn,
+    durable: Lsn,
+    hints_max: usize,
+    /// Never reset, not even by a crash: a hint id must not be reused, or a late ack for a
+    /// lost hint would delete a new hint that was never delivered.
+    next_hint_id: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct MemData {
+    states: BTreeMap<(u32, Vec<u8>), CausalState>,
+    /// By (target, hint id): ids grow, so each target's hints iterate oldest first.
+    hints: BTreeMap<(NodeId, u64), Hint>,
+}
+
+#[derive(Debug, Clone)]
+enum MemOp {
+    State(u32, Vec<u8>, CausalState),
+    PutHint(Hint),
+    DeleteHint(NodeId, u64),
+}
+
+impl MemStore {
+    /// An empty store of incarnation `incarnation`.
+    pub fn new(incarnation: Actor, durability: MemDurability, hints_max: usize) -> Self {
+        MemStore {
+            incarnation,
+            durability,
+            synced: MemData::default(),
+            live: MemData::default(),
+            unsynced: Vec::new(),
+            lsn: 0,
+            durable: 0,
+            hints_max,
+            next_hint_id: 1,
+        }
+    }
+
+    /// Makes every write so far durable (the group-commit timer's fsync).
+    pub fn sync(&mut self) {
+        for op in self.unsynced.drain(..) {
+            self.synced.apply(op);
+        }
+        self.durable = self.lsn;
+    }
+
+    /// Writes not yet synced.
+    pub fn unsynced_len(&self) -> usize {
+        self.unsynced.len()
+    }
+
+    /// A crash that keeps the first `keep` unsynced writes (a torn log tail) and loses the
+    /// rest. If anything was lost the store comes back as a new incarnation `fresh`: its
+    /// old actor may have issued counters that are now forgotten here and must never be
+    /// issued again (wire-spec/causal.md, "Operational note"). Returns whether it was.
+    pub fn crash(&mut self, keep: usize, fresh: Actor) -> bool {
+        let lost = keep < self.unsynced.len();
+        self.unsynced.truncate(keep);
+        self.sync();
+        self.live = self.synced.clone();
+        if lost {
+            self.incarnation = fresh;
+        }
+        lost
+    }
+
+    /// Every key's state, for checks.
+    pub fn states(&self) -> impl Iterator<Item = (&(u32, Vec<u8>), &CausalState)> {
+        self.live.states.iter()
+    }
+
+    fn log(&mut self, op: MemOp) -> Lsn {
+        self.live.apply(op.clone());
+        self.lsn += 1;
+        match self.durability {
+            MemDurability::Always => {
+                self.synced.apply(op);
+                self.durable = self.lsn;
+            }
+            MemDurability::Group => self.unsynced.push(op),
+        }
+        self.lsn
+    }
+}
+
+impl MemData {
+    fn apply(&mut self, op: MemOp) {
+        match op {
+            MemOp::State(partition, key, state) => {
+                self.states.insert((partition, key), state);
+            }
+            MemOp::PutHint(hint) => {
+                self.hints.insert((hint.intended, hint.hint_id), hint);
+            }
+            MemOp::DeleteHint(intended, id) => {
+                self.hints.remove(&(intended, id));
+            }
+        }
+    }
+}
+
+impl ReplicaStore for MemStore {
+    fn incarnation(&self) -> Actor {
+        self.incarnation
+    }
+
+    fn get_state(&self, partition: u32, key: &[u8]) -> Result<Option<CausalState>, StorageError> {
+        Ok(self.live.states.get(&(partition, key.to_vec())).cloned())
+    }
+
+    fn put_state(
+        &mut self,
+        partition: u32,
+        key: &[u8],
+        state: &CausalState,
+    ) -> Result<Lsn, StorageError> {
+        Ok(self.log(MemOp::State(partition, key.to_vec(), state.clone())))
+    }
+
+    fn put_hint(
+        &mut self,
+        intended: NodeId,
+        partition: u32,
+        key: &[u8],
+        state: &CausalState,
+    ) -> Result<(u64, Lsn), StorageError> {
+        if self.live.hints.len() >= self.hints_max {
+            return Err(StorageError::Full);
+        }
+        let hint_id = self.next_hint_id;
+        self.next_hint_id += 1;
+        let lsn = self.log(MemOp::PutHint(Hint {
+            hint_id,
+            intended,
+            partition,
+            key: key.to_vec(),
+            state: state.clone(),
+        }));
+        Ok((hint_id, lsn))
+    }
+
+    fn hints_for(&self, intended: NodeId, max: usize) -> Result<Vec<Hint>, StorageError> {
+        Ok(self
+            .live
+            .hints
+            .range((intended, 0)..=(intended, u64::MAX))
+            .take(max)
+            .map(|(_, hint)| hint.clone())
+            .collect())
+    }
+
+    fn hint_targets(&self) -> Vec<NodeId> {
+        let mut targets: Vec<NodeId> = self.live.hints.keys().map(|&(node, _)| node).collect();
+        targets.dedup();
+        targets
+    }
+
+    fn delete_hint(&mut self, intended: NodeId, hint_id: u64) -> Result<(), StorageError> {
+        if self.live.hints.contains_key(&(intended, hint_id)) {
+            self.log(MemOp::DeleteHint(intended, hint_id));
+        }
+        Ok(())
+    }
+
+    fn hint_count(&self) -> usize {
+        self.live.hints.len()
+    }
+
+    fn durable_lsn(&self) -> Lsn {
+        self.durable
+    }
+}
