@@ -1146,3 +1146,77 @@ fn truncate_text(text: &str) -> &str {
     }
     text.get(..end).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(n: u8, quorum: u8) -> Options {
+        Options {
+            n,
+            quorum,
+            timeout_ms: 0,
+        }
+    }
+
+    fn outcome(n: u8, quorum: u8, kind: OpKind, nodes: usize) -> Option<(ErrorCode, u8, u8)> {
+        check_options(options(n, quorum), kind, nodes)
+            .err()
+            .map(|e| (e.code, e.answered, e.needed))
+    }
+
+    #[test]
+    fn options_are_checked_against_the_node_count() {
+        // Defaults shrink to a one-node ring.
+        assert_eq!(outcome(0, 0, OpKind::Read, 1), None);
+        assert_eq!(outcome(0, 0, OpKind::Write, 1), None);
+        assert_eq!(outcome(1, 1, OpKind::Write, 1), None);
+        assert_eq!(
+            outcome(0, 2, OpKind::Read, 1),
+            Some((ErrorCode::InvalidArgument, 0, 0))
+        );
+        assert_eq!(
+            outcome(3, 2, OpKind::Write, 1),
+            Some((ErrorCode::Unavailable, 1, 3))
+        );
+        assert_eq!(outcome(3, 0, OpKind::Write, 3), None);
+        assert_eq!(
+            outcome(2, 3, OpKind::Read, 3),
+            Some((ErrorCode::InvalidArgument, 0, 0))
+        );
+        assert_eq!(
+            outcome(REPLICAS_MAX + 1, 1, OpKind::Read, 100),
+            Some((ErrorCode::InvalidArgument, 0, 0))
+        );
+    }
+
+    #[test]
+    fn the_node_file_round_trips_and_refuses_garbage() {
+        assert_eq!(
+            parse_node_file("# comment\nnode_id = 42\nshards = 2\n"),
+            Some((42, 2))
+        );
+        assert_eq!(parse_node_file("node_id = 0\nshards = 2\n"), None);
+        assert_eq!(parse_node_file("node_id = 42\n"), None);
+        assert_eq!(parse_node_file("shards = x\nnode_id = 1"), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let id = node_identity(dir.path(), 2).unwrap();
+        assert_eq!(
+            node_identity(dir.path(), 2).unwrap(),
+            id,
+            "kept across starts"
+        );
+        let err = node_identity(dir.path(), 3).unwrap_err().to_string();
+        assert!(err.contains("--cores 2"), "{err}");
+    }
+
+    #[test]
+    fn error_texts_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(crate::constants::TEXT_BYTES_MAX);
+        let cut = truncate_text(&long);
+        assert!(cut.len() <= crate::constants::TEXT_BYTES_MAX);
+        assert!(cut.len() >= crate::constants::TEXT_BYTES_MAX - 1);
+        assert_eq!(truncate_text("short"), "short");
+    }
+}
