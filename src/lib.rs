@@ -21,4 +21,5 @@ pub mod ring;
 
 pub mod causal;
 
+pub mod loadgen;
 pub mod store;
