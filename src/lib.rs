@@ -21,5 +21,6 @@ pub mod ring;
 
 pub mod causal;
 
+pub mod client;
 pub mod loadgen;
 pub mod store;
