@@ -272,7 +272,7 @@ fn batch_matches_out_of_order_replies() {
     let gets: Vec<Op<'_>> = keys.iter().map(|key| Op::Get { key }).collect();
     for (result, value) in client.batch(&gets).into_iter().zip(&values) {
         match result.unwrap() {
-            OpReply::Get(r) => assert_eq!(&r.siblings, &[value.clone()]),
+            OpReply::Get(r) => assert_eq!(r.siblings, std::slice::from_ref(value)),
             other => panic!("unexpected {other:?}"),
         }
     }
