@@ -250,7 +250,9 @@ fn client_failure(e: ClientError) -> Failure {
         match e {
             ClientError::Server { .. } => 4,
             ClientError::Invalid(_) => 2,
-            ClientError::Connect { .. } | ClientError::Io { .. } | ClientError::Protocol { .. } => 3,
+            ClientError::Connect { .. } | ClientError::Io { .. } | ClientError::Protocol { .. } => {
+                3
+            }
         }
     };
     Failure {
@@ -269,7 +271,11 @@ fn ring_text(topology: &rotor::client::Topology) -> String {
     for (index, node) in topology.nodes.iter().enumerate() {
         let shards = node.ports.len().max(1);
         let mut per_shard = vec![0usize; shards];
-        for owner in topology.owners.iter().filter(|o| usize::from(o.node) == index) {
+        for owner in topology
+            .owners
+            .iter()
+            .filter(|o| usize::from(o.node) == index)
+        {
             if let Some(count) = per_shard.get_mut(usize::from(owner.shard)) {
                 *count += 1;
             }
@@ -306,7 +312,11 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
     if digits.len() % 2 != 0 {
         return None;
     }
-    let nibble = |c: u8| char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let nibble = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
     digits
         .chunks_exact(2)
         .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
