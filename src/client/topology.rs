@@ -118,17 +118,33 @@ impl Topology {
             .nodes
             .get(usize::from(owner.node))
             .ok_or_else(|| ClientError::Invalid("owner names no listed node".into()))?;
-        let common = resolve(&node.address, seed);
-        let port = node.ports.get(usize::from(owner.shard)).copied();
-        let addr = match port {
-            Some(port) if shard_aware && port != 0 => SocketAddr::new(common.ip(), port),
-            _ => common,
-        };
+        let addr = self.owner_addr(*owner, seed, shard_aware)?;
         Ok(Route {
             partition,
             node: node.id,
             shard: owner.shard,
             addr,
+        })
+    }
+
+    /// Where `owner` listens: its shard's own port on the node's host when the node lists
+    /// one and `shard_aware` is set, else the node's common address (see [`Topology::route`]
+    /// for `seed`).
+    pub fn owner_addr(
+        &self,
+        owner: Owner,
+        seed: SocketAddr,
+        shard_aware: bool,
+    ) -> Result<SocketAddr> {
+        let node = self
+            .nodes
+            .get(usize::from(owner.node))
+            .ok_or_else(|| ClientError::Invalid("owner names no listed node".into()))?;
+        let common = resolve(&node.address, seed);
+        let port = node.ports.get(usize::from(owner.shard)).copied();
+        Ok(match port {
+            Some(port) if shard_aware && port != 0 => SocketAddr::new(common.ip(), port),
+            _ => common,
         })
     }
 }

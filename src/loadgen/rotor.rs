@@ -124,7 +124,9 @@ impl RotorTarget {
         let mut groups: Vec<SocketAddr> = Vec::new();
         let mut partition_groups = Vec::with_capacity(topology.owners.len());
         for owner in &topology.owners {
-            let route = topology_route(topology, *owner, addr, options.shard_aware);
+            let route = topology
+                .owner_addr(*owner, addr, options.shard_aware)
+                .unwrap_or(addr);
             let group = match groups.iter().position(|g| *g == route) {
                 Some(g) => g,
                 None => {
@@ -165,26 +167,6 @@ impl RotorTarget {
             .copied()
             .unwrap_or(0)
     }
-}
-
-/// Where the owner of a partition listens, as the client would route to it.
-fn topology_route(
-    topology: &crate::client::Topology,
-    owner: crate::client::Owner,
-    seed: SocketAddr,
-    shard_aware: bool,
-) -> SocketAddr {
-    // Route a synthetic view: the client's router works on keys, so reuse its address rule
-    // through a one-partition topology.
-    let single = crate::client::Topology {
-        epoch: topology.epoch,
-        nodes: topology.nodes.clone(),
-        owners: vec![owner],
-    };
-    single
-        .route(b"", seed, shard_aware)
-        .map(|r| r.addr)
-        .unwrap_or(seed)
 }
 
 impl Target for RotorTarget {
