@@ -144,12 +144,103 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Default interval of the group-commit fsync, in milliseconds.
 pub const GROUP_COMMIT_INTERVAL_MS_DEFAULT: u64 = 2;
 
+/// Smallest segment file. Tests use small segments to exercise rotation and compaction;
+/// below a few pages every record would need its own file.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+
+/// Largest segment file. Record offsets are u32 in the index (16 bytes per key), so a
+/// segment must stay under 4 GiB; 1 GiB also bounds one compaction job.
+pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// A sealed segment is compacted once this share of its bytes (percent) is reclaimable.
+/// Lower reclaims disk sooner but rewrites live data more often (write amplification of
+/// about 1 / (1 - ratio)): at 50% each byte is rewritten at most about twice.
+pub const COMPACTION_GARBAGE_PERCENT_DEFAULT: u8 = 50;
+
+/// Bytes of records one `compact_step` call examines by default. 256 KiB is well under a
+/// millisecond of copying, so a server calling it between requests keeps its tail latency.
+pub const COMPACTION_STEP_BYTES_DEFAULT: usize = 256 * 1024;
+
+/// Bytes appended after which `compact_step` writes a periodic index checkpoint. A
+/// checkpoint costs 16 bytes per key written at once (160 MB for 10M keys); more frequent
+/// checkpoints shorten the log a restart must replay.
+pub const CHECKPOINT_INTERVAL_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+
+/// Quota of one store's hint area, in record bytes. Hints pile up while a peer is down;
+/// past the quota `put_hint` refuses (the coordinator then counts the replica as failed)
+/// instead of filling the disk.
+pub const HINT_BYTES_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
+// ---------------------------------------------------------------------------------------
+// Server
+// ---------------------------------------------------------------------------------------
+
+/// Default client port of `rotord` on loopback. Per-shard ports follow it: shard `i` listens
+/// on `LISTEN_PORT_DEFAULT + 1 + i` unless configured otherwise.
+pub const LISTEN_PORT_DEFAULT: u16 = 7070;
+
+/// Default cap on open client connections, shared by all shards of a node. Each connection
+/// costs a socket, a receive buffer (64 KiB, growing only for large frames) and a task.
+pub const CONNECTIONS_MAX_DEFAULT: u32 = 10_000;
+
+/// Default cap on requests of one connection that are being served at once (pipelining).
+/// Past it the connection stops reading until replies go out, so one client cannot queue
+/// unbounded work on a core.
+pub const CONNECTION_IN_FLIGHT_MAX_DEFAULT: u32 = 128;
+
+/// Default soft cap on reply bytes waiting to be written to one connection. Past it the
+/// connection stops reading; one reply may exceed it (a reply is never split or dropped).
+pub const CONNECTION_OUTPUT_BYTES_MAX_DEFAULT: u32 = 4 * 1024 * 1024;
+
+/// Initial receive buffer of a connection. Most frames are far smaller; the buffer grows
+/// only when one frame does not fit, up to `CONNECTION_INPUT_BYTES_MAX`.
+pub const CONNECTION_INPUT_BYTES_INITIAL: usize = 64 * 1024;
+
+/// Largest receive buffer of a connection: one whole frame must fit, since decoded
+/// messages borrow from it. The slack covers the frame header.
+pub const CONNECTION_INPUT_BYTES_MAX: usize = FRAME_BODY_BYTES_MAX + 64 * 1024;
+
+/// Default time a connection may stay silent, with nothing in flight, before it is closed.
+/// It also bounds how long a client may refuse to read its replies.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
+
+/// Default time a new connection has to complete its handshake. It keeps half-open or
+/// port-scanning connections from holding slots of the connection cap.
+pub const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// Depth of each one-way queue of the cross-core mailbox (one queue per ordered pair of
+/// shards and direction). A sender waits when the queue is full.
+pub const MAILBOX_QUEUE_DEPTH: usize = 1024;
+
+/// How long shutdown waits for in-flight work and open connections before it gives up on
+/// them and runs the per-shard shutdown hooks anyway.
+pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+/// Memory each executor registers with io_uring for storage DMA. Rotor's store does its
+/// own blocking I/O through memory maps, so glommio's 10 MiB default would only cost
+/// locked memory (RLIMIT_MEMLOCK) per core.
+pub const EXECUTOR_IO_MEMORY_BYTES: usize = 256 * 1024;
+
+/// Locked memory glommio requires before it creates a reactor (it refuses to start under
+/// 512 KiB). `rotord` raises its soft RLIMIT_MEMLOCK to at least this plus three times
+/// `EXECUTOR_IO_MEMORY_BYTES` per core (glommio registers it with each of its three
+/// rings, and each registration is charged) when it may.
+pub const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
+
+const _: () = assert!(CONNECTION_INPUT_BYTES_INITIAL <= CONNECTION_INPUT_BYTES_MAX);
+const _: () = assert!(CONNECTION_INPUT_BYTES_MAX > FRAME_BODY_BYTES_MAX);
+const _: () = assert!(LISTEN_PORT_DEFAULT < u16::MAX - 256);
+
 const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < FRAME_BODY_BYTES_MAX);
 const _: () = assert!(PARTITIONS_DEFAULT.is_power_of_two());
 const _: () = assert!(PARTITIONS_MAX.is_power_of_two());
 const _: () = assert!(READ_QUORUM_DEFAULT <= REPLICAS_DEFAULT);
 const _: () = assert!(WRITE_QUORUM_DEFAULT <= REPLICAS_DEFAULT);
 const _: () = assert!(SIBLINGS_WARN < SIBLINGS_MAX);
+const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+const _: () = assert!(SEGMENT_BYTES_MAX < u32::MAX as u64);
+// The largest record must fit in a default segment.
+const _: () = assert!((KEY_BYTES_MAX + VALUE_BYTES_MAX + 64) as u64 <= SEGMENT_BYTES_DEFAULT);
 
 // ---------------------------------------------------------------------------------------
 // Causality

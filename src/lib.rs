@@ -23,4 +23,5 @@ pub mod causal;
 
 pub mod client;
 pub mod loadgen;
+pub mod server;
 pub mod store;

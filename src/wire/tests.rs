@@ -88,6 +88,11 @@ fn vectors_decode_and_reencode() {
             continue;
         }
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        // Frame vectors are `ok-*` and `bad-*`; `causal-*` hold the causal module's byte
+        // formats and are checked by its own tests.
+        if !(name.starts_with("ok-") || name.starts_with("bad-")) {
+            continue;
+        }
         let (bytes, expect) = parse_vector(&std::fs::read_to_string(&path).unwrap());
         assert_eq!(
             name.starts_with("ok-"),

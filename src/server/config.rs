@@ -1,0 +1,675 @@
+//! Configuration of `rotord`: embedded defaults, overlaid by a TOML file, overlaid by
+//! command-line flags, then validated. The server reads nothing else from its
+//! environment except `RUST_LOG` for the log filter.
+//!
+//! Precedence: flags > file > defaults. A key the file does not know is an error (a typo
+//! must not silently leave a default in force).
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use crate::constants;
+
+/// The effective configuration of one `rotord` process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory holding the stores of every shard.
+    pub data_dir: PathBuf,
+    /// Common client address, `HOST:PORT`; every shard listens on it with SO_REUSEPORT, so
+    /// the kernel spreads connections over the shards. Port 0 picks a free port.
+    pub listen: String,
+    /// Per-shard ports (one per shard, in shard order) on the host of `listen`. When absent,
+    /// shard `i` uses the listen port + 1 + `i`, or a free port when the listen port is 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_ports: Option<Vec<u16>>,
+    /// Cores to run one shard each on: `"all"`, a count (`2`) or a list (`"0,1"`, `"0-3"`).
+    pub cores: Cores,
+    /// When writes reach the disk: `always` (before the reply), `group` (a timer syncs
+    /// every few milliseconds and writes are acknowledged once synced) or `never`.
+    pub fsync: Fsync,
+    /// Open client connections allowed on the whole node.
+    pub connections_max: u32,
+    /// Requests of one connection served at once.
+    pub connection_in_flight_max: u32,
+    /// Reply bytes waiting for one connection before it stops reading.
+    pub connection_output_bytes_max: u32,
+    /// Milliseconds a connection may stay silent with nothing in flight.
+    pub idle_timeout_ms: u64,
+    /// Milliseconds a new connection has to complete its handshake.
+    pub handshake_timeout_ms: u64,
+}
+
+/// Which cores run a shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "CoresToml", into = "String")]
+pub enum Cores {
+    /// Every core this process may run on (its affinity mask).
+    All,
+    /// The first `n` cores of the affinity mask.
+    Count(usize),
+    /// Exactly these CPU ids, in this order (shard `i` runs on the `i`-th).
+    List(Vec<usize>),
+}
+
+/// Durability policy of the stores (mapped onto the store's `Durability` by the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// fsync before acknowledging each write.
+    Always,
+    /// fsync on a short timer; acknowledge writes once synced.
+    Group,
+    /// Leave it to the kernel; sync only on shutdown.
+    Never,
+}
+
+/// Why a configuration was refused. Each message names the offending key or flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML or has an unknown key or a wrong type.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file named by `--config` (`<inline>` for a string).
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A `cores` value that is neither `all`, a count nor a list of CPU ids.
+    #[error(
+        "invalid cores `{0}`: expected `all`, a count like `2`, or a list like `0,1` or `0-3`"
+    )]
+    CoresSyntax(String),
+    /// A core count or list that names cores this process may not run on.
+    #[error("cores {requested} not available: this process may run on cores {available:?}")]
+    CoresUnavailable {
+        /// What was asked for.
+        requested: String,
+        /// The process's affinity mask.
+        available: Vec<usize>,
+    },
+    /// `listen` does not resolve to a socket address.
+    #[error("invalid listen address `{0}`: expected HOST:PORT, e.g. 127.0.0.1:7070")]
+    Listen(String),
+    /// `shard_ports` does not have one port per shard, or the derived ports overflow.
+    #[error("shard ports: {0}")]
+    ShardPorts(String),
+    /// A numeric setting outside its allowed range.
+    #[error("`{key}` must be {expected}, got {value}")]
+    Range {
+        /// The TOML key (the flag has the same name with dashes).
+        key: &'static str,
+        /// The allowed range, in words.
+        expected: &'static str,
+        /// The refused value.
+        value: u64,
+    },
+}
+
+/// Command-line flags of `rotord`. Each flag overrides the same key of the file.
+#[derive(Parser, Debug, Default, Clone, PartialEq, Eq)]
+#[command(name = "rotord", version, about = "The Rotor server")]
+pub struct Args {
+    /// TOML configuration file (unknown keys are an error).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of the stores [default: ./rotor-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Common client address [default: 127.0.0.1:7070].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Cores to run on: `all`, a count (`2`), or a list (`0,1`, `0-3`) [default: all].
+    #[arg(long, value_name = "N|LIST")]
+    pub cores: Option<Cores>,
+    /// Durability: always, group or never [default: group].
+    #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
+    pub fsync: Option<Fsync>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./rotor-data"),
+            listen: format!("127.0.0.1:{}", constants::LISTEN_PORT_DEFAULT),
+            shard_ports: None,
+            cores: Cores::All,
+            fsync: Fsync::Group,
+            connections_max: constants::CONNECTIONS_MAX_DEFAULT,
+            connection_in_flight_max: constants::CONNECTION_IN_FLIGHT_MAX_DEFAULT,
+            connection_output_bytes_max: constants::CONNECTION_OUTPUT_BYTES_MAX_DEFAULT,
+            idle_timeout_ms: constants::IDLE_TIMEOUT_MS_DEFAULT,
+            handshake_timeout_ms: constants::HANDSHAKE_TIMEOUT_MS_DEFAULT,
+        }
+    }
+}
+
+impl Config {
+    /// The effective configuration for these flags: defaults, then the file named by
+    /// `--config` if any, then the other flags; validated.
+    pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply(args);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file over the defaults (not yet validated).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses TOML text over the defaults (not yet validated); `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Overrides the keys given as flags.
+    pub fn apply(&mut self, args: &Args) {
+        if let Some(dir) = &args.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(listen) = &args.listen {
+            self.listen = listen.clone();
+        }
+        if let Some(cores) = &args.cores {
+            self.cores = cores.clone();
+        }
+        if let Some(fsync) = args.fsync {
+            self.fsync = fsync;
+        }
+    }
+
+    /// Checks every key on its own; [`Config::cpus`] and [`Config::shard_ports_for`] check
+    /// what depends on the machine and on the number of shards.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let listen = self.listen_addr()?;
+        check_range("connections_max", self.connections_max.into(), 1, 1 << 20)?;
+        check_range(
+            "connection_in_flight_max",
+            self.connection_in_flight_max.into(),
+            1,
+            1 << 16,
+        )?;
+        check_range(
+            "connection_output_bytes_max",
+            self.connection_output_bytes_max.into(),
+            4096,
+            1 << 30,
+        )?;
+        check_range("idle_timeout_ms", self.idle_timeout_ms, 1, 86_400_000)?;
+        check_range(
+            "handshake_timeout_ms",
+            self.handshake_timeout_ms,
+            1,
+            3_600_000,
+        )?;
+        if let Cores::Count(0) = self.cores {
+            return Err(ConfigError::CoresSyntax("0".into()));
+        }
+        if let Some(ports) = &self.shard_ports {
+            if ports.is_empty() {
+                return Err(ConfigError::ShardPorts("the list is empty".into()));
+            }
+            if listen.port() != 0 && ports.contains(&listen.port()) {
+                return Err(ConfigError::ShardPorts(format!(
+                    "port {} is also the listen port",
+                    listen.port()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The common client address, resolved.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| ConfigError::Listen(self.listen.clone()))
+    }
+
+    /// The CPU ids to run one shard each on, checked against `available` (the process's
+    /// affinity mask, see [`allowed_cpus`]).
+    pub fn cpus(&self, available: &[usize]) -> Result<Vec<usize>, ConfigError> {
+        let unavailable = || ConfigError::CoresUnavailable {
+            requested: self.cores.to_string(),
+            available: available.to_vec(),
+        };
+        let cpus = match &self.cores {
+            Cores::All => available.to_vec(),
+            Cores::Count(n) => available.get(..*n).ok_or_else(unavailable)?.to_vec(),
+            Cores::List(list) => {
+                if list.iter().any(|cpu| !available.contains(cpu)) {
+                    return Err(unavailable());
+                }
+                list.clone()
+            }
+        };
+        if cpus.is_empty() || cpus.len() > usize::from(u16::MAX) {
+            return Err(unavailable());
+        }
+        Ok(cpus)
+    }
+
+    /// The per-shard port of each of `shards` shards (0 means a free port).
+    pub fn shard_ports_for(&self, shards: usize) -> Result<Vec<u16>, ConfigError> {
+        if let Some(ports) = &self.shard_ports {
+            if ports.len() != shards {
+                return Err(ConfigError::ShardPorts(format!(
+                    "{} ports configured for {shards} shards",
+                    ports.len()
+                )));
+            }
+            return Ok(ports.clone());
+        }
+        let base = self.listen_addr()?.port();
+        if base == 0 {
+            return Ok(vec![0; shards]);
+        }
+        (0..shards)
+            .map(|i| {
+                u16::try_from(usize::from(base) + 1 + i).map_err(|_| {
+                    ConfigError::ShardPorts(format!(
+                        "listen port {base} + 1 + shard {i} is past 65535"
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The configuration as TOML, as `--print-config` shows it.
+    pub fn to_toml(&self) -> String {
+        // Serialising plain strings, integers and lists cannot fail.
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+impl FromStr for Cores {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Cores, ConfigError> {
+        let text = text.trim();
+        let syntax = || ConfigError::CoresSyntax(text.to_string());
+        if text.eq_ignore_ascii_case("all") {
+            return Ok(Cores::All);
+        }
+        if !text.contains([',', '-']) {
+            let n: usize = text.parse().map_err(|_| syntax())?;
+            if n == 0 {
+                return Err(syntax());
+            }
+            return Ok(Cores::Count(n));
+        }
+        let list = parse_cpu_list(text).ok_or_else(syntax)?;
+        let mut seen = list.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != list.len() {
+            return Err(syntax());
+        }
+        Ok(Cores::List(list))
+    }
+}
+
+impl fmt::Display for Cores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cores::All => f.write_str("all"),
+            Cores::Count(n) => write!(f, "{n}"),
+            Cores::List(list) => {
+                let parts: Vec<String> = list.iter().map(|c| c.to_string()).collect();
+                // A one-element list is written as a range so it reads back as a list.
+                match list.as_slice() {
+                    [only] => write!(f, "{only}-{only}"),
+                    _ => f.write_str(&parts.join(",")),
+                }
+            }
+        }
+    }
+}
+
+impl From<Cores> for String {
+    fn from(cores: Cores) -> String {
+        cores.to_string()
+    }
+}
+
+/// `cores` as written in TOML: a string, or a bare count.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CoresToml {
+    Count(u64),
+    Text(String),
+}
+
+impl TryFrom<CoresToml> for Cores {
+    type Error = ConfigError;
+
+    fn try_from(raw: CoresToml) -> Result<Cores, ConfigError> {
+        match raw {
+            CoresToml::Count(n) => n.to_string().parse(),
+            CoresToml::Text(text) => text.parse(),
+        }
+    }
+}
+
+impl fmt::Display for Fsync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fsync::Always => "always",
+            Fsync::Group => "group",
+            Fsync::Never => "never",
+        })
+    }
+}
+
+/// The CPUs this process may run on (its affinity mask as the kernel reports it in
+/// `/proc/self/status`, so `taskset -c 1 rotord` runs on CPU 1), or `0..n` from the
+/// available parallelism if that file cannot be read.
+pub fn allowed_cpus() -> Vec<usize> {
+    let from_proc = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+                .and_then(|list| parse_cpu_list(list.trim()))
+        });
+    match from_proc {
+        Some(list) if !list.is_empty() => list,
+        _ => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
+/// Parses a Linux CPU list (`0,2-4`) in order of appearance; `None` if malformed.
+fn parse_cpu_list(text: &str) -> Option<Vec<usize>> {
+    /// Refuses absurd ranges before allocating them.
+    const CPU_ID_MAX: usize = 1 << 16;
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        match part.split_once('-') {
+            Some((lo, hi)) => {
+                let lo: usize = lo.trim().parse().ok()?;
+                let hi: usize = hi.trim().parse().ok()?;
+                if lo > hi || hi > CPU_ID_MAX {
+                    return None;
+                }
+                cpus.extend(lo..=hi);
+            }
+            None => {
+                let cpu: usize = part.parse().ok()?;
+                if cpu > CPU_ID_MAX {
+                    return None;
+                }
+                cpus.push(cpu);
+            }
+        }
+    }
+    Some(cpus)
+}
+
+fn parse_fsync(text: &str) -> Result<Fsync, String> {
+    match text {
+        "always" => Ok(Fsync::Always),
+        "group" => Ok(Fsync::Group),
+        "never" => Ok(Fsync::Never),
+        _ => Err(format!("`{text}` is not one of always, group, never")),
+    }
+}
+
+fn check_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    let expected = match key {
+        "connections_max" => "between 1 and 1048576",
+        "connection_in_flight_max" => "between 1 and 65536",
+        "connection_output_bytes_max" => "between 4096 and 1073741824",
+        "idle_timeout_ms" => "between 1 and 86400000 (one day)",
+        _ => "between 1 and 3600000 (one hour)",
+    };
+    Err(ConfigError::Range {
+        key,
+        expected,
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(flags: &[&str]) -> Args {
+        let mut argv = vec!["rotord"];
+        argv.extend_from_slice(flags);
+        Args::try_parse_from(argv).expect("flags parse")
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config = Config::from_toml(text, Path::new("<inline>"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented() {
+        let config = Config::from_args(&args(&[])).expect("defaults are valid");
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen, "127.0.0.1:7070");
+        assert_eq!(config.data_dir, PathBuf::from("./rotor-data"));
+        assert_eq!(config.cores, Cores::All);
+        assert_eq!(config.fsync, Fsync::Group);
+        assert_eq!(config.shard_ports_for(3).unwrap(), vec![7071, 7072, 7073]);
+    }
+
+    #[test]
+    fn printed_config_reads_back_identically() {
+        for config in [
+            Config::default(),
+            Config {
+                cores: Cores::List(vec![3]),
+                shard_ports: Some(vec![9001]),
+                fsync: Fsync::Never,
+                ..Config::default()
+            },
+            Config {
+                cores: Cores::List(vec![0, 2, 3]),
+                ..Config::default()
+            },
+            Config {
+                cores: Cores::Count(2),
+                ..Config::default()
+            },
+        ] {
+            let text = config.to_toml();
+            assert_eq!(parse(&text).expect(&text), config, "{text}");
+        }
+    }
+
+    #[test]
+    fn file_keys_override_defaults() {
+        let config = parse(
+            r#"
+            data_dir = "/var/lib/rotor"
+            listen = "0.0.0.0:9000"
+            cores = 2
+            fsync = "always"
+            shard_ports = [9100, 9101]
+            connections_max = 7
+            idle_timeout_ms = 1000
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/rotor"));
+        assert_eq!(config.listen_addr().unwrap().port(), 9000);
+        assert_eq!(config.cores, Cores::Count(2));
+        assert_eq!(config.fsync, Fsync::Always);
+        assert_eq!(config.shard_ports_for(2).unwrap(), vec![9100, 9101]);
+        assert_eq!(config.connections_max, 7);
+        assert_eq!(config.idle_timeout_ms, 1000);
+        assert_eq!(
+            config.handshake_timeout_ms,
+            constants::HANDSHAKE_TIMEOUT_MS_DEFAULT
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rotor.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nfsync = \"never\"\ncores = \"0-1\"\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let config = Config::from_args(&args(&["--config", file])).unwrap();
+        assert_eq!(config.fsync, Fsync::Never);
+        assert_eq!(config.cores, Cores::List(vec![0, 1]));
+
+        let config = Config::from_args(&args(&[
+            "--config",
+            file,
+            "--fsync",
+            "always",
+            "--listen",
+            "127.0.0.1:9500",
+            "--cores",
+            "1",
+            "--data-dir",
+            "/tmp/x",
+        ]))
+        .unwrap();
+        assert_eq!(config.fsync, Fsync::Always);
+        assert_eq!(config.listen, "127.0.0.1:9500");
+        assert_eq!(config.cores, Cores::Count(1));
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn cores_syntax() {
+        let ok = [
+            ("all", Cores::All),
+            ("ALL", Cores::All),
+            ("2", Cores::Count(2)),
+            ("0,1", Cores::List(vec![0, 1])),
+            ("0-3", Cores::List(vec![0, 1, 2, 3])),
+            ("3-3", Cores::List(vec![3])),
+            ("1,4-5", Cores::List(vec![1, 4, 5])),
+        ];
+        for (text, want) in ok {
+            assert_eq!(text.parse::<Cores>().unwrap(), want, "{text}");
+        }
+        for bad in ["", "0", "-1", "a", "1,", "3-1", "1,1", "0-99999999", "1.5"] {
+            assert!(
+                matches!(bad.parse::<Cores>(), Err(ConfigError::CoresSyntax(_))),
+                "{bad}"
+            );
+        }
+        assert!(Args::try_parse_from(["rotord", "--cores", "x"]).is_err());
+    }
+
+    #[test]
+    fn cores_resolve_against_the_affinity_mask() {
+        let available = [1, 3];
+        let with = |cores| Config {
+            cores,
+            ..Config::default()
+        };
+        assert_eq!(with(Cores::All).cpus(&available).unwrap(), vec![1, 3]);
+        assert_eq!(with(Cores::Count(1)).cpus(&available).unwrap(), vec![1]);
+        assert_eq!(
+            with(Cores::List(vec![3])).cpus(&available).unwrap(),
+            vec![3]
+        );
+        let err = with(Cores::Count(3)).cpus(&available).unwrap_err();
+        assert!(err.to_string().contains("not available"), "{err}");
+        assert!(with(Cores::List(vec![0])).cpus(&available).is_err());
+        assert!(!allowed_cpus().is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_rejected_with_the_key_named() {
+        let err = parse("listen = \"127.0.0.1:1\"\nfsinc = \"always\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+        assert!(text.contains("fsinc"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+
+        let err = parse("fsync = \"sometimes\"").unwrap_err().to_string();
+        assert!(err.contains("sometimes"), "{err}");
+        let err = parse("connections_max = \"many\"").unwrap_err().to_string();
+        assert!(err.contains("connections_max"), "{err}");
+        let err = parse("cores = \"0-\"").unwrap_err().to_string();
+        assert!(err.contains("cores"), "{err}");
+        let err = parse("this is not toml").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        let err = parse("connections_max = 0").unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Range {
+                key: "connections_max",
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("connections_max"));
+        assert!(matches!(
+            parse("idle_timeout_ms = 0").unwrap_err(),
+            ConfigError::Range { .. }
+        ));
+        assert!(matches!(
+            parse("listen = \"nowhere\"").unwrap_err(),
+            ConfigError::Listen(_)
+        ));
+        assert!(matches!(
+            parse("listen = \"127.0.0.1:7000\"\nshard_ports = [7000]").unwrap_err(),
+            ConfigError::ShardPorts(_)
+        ));
+        let config = parse("shard_ports = [1, 2]").unwrap();
+        assert!(config.shard_ports_for(3).is_err());
+        let config = parse("listen = \"127.0.0.1:65535\"").unwrap();
+        assert!(config.shard_ports_for(1).is_err());
+        let err = Config::from_args(&args(&["--config", "/nonexistent/rotor.toml"])).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(Args::try_parse_from(["rotord", "--fsync", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn an_ephemeral_listen_port_gives_ephemeral_shard_ports() {
+        let config = parse("listen = \"127.0.0.1:0\"").unwrap();
+        assert_eq!(config.shard_ports_for(2).unwrap(), vec![0, 0]);
+    }
+}

@@ -1,0 +1,27 @@
+//! The server: listeners and connections (bytes in, frames out) on a thread-per-core
+//! runtime.
+//!
+//! A request meets, in order: [`runtime`] (one pinned glommio executor per core, each a
+//! shard listening on the common SO_REUSEPORT port and on its own port), [`connection`]
+//! (the bounded per-connection loop feeding a [`FrameHandler`]), then the protocol's
+//! handler, which serves the frame locally or forwards it to the owning shard through the
+//! [`mailbox`]. [`config`] turns defaults, a TOML file and flags into a [`Config`];
+//! [`limits`] holds the little state shared across threads (connection cap, stop latch).
+//! [`echo`] is a stand-in protocol that exercises all of it until the wire codec plugs in.
+//!
+//! What this layer deliberately does not do: decode messages (the handler does), touch a
+//! store from another core (only the mailbox crosses cores), or read a clock for anything
+//! but timeouts.
+
+pub mod config;
+pub mod connection;
+pub mod echo;
+pub mod limits;
+pub mod mailbox;
+pub mod runtime;
+
+pub use config::{Args, Config, ConfigError, Cores, Fsync};
+pub use connection::{CloseReason, ConnectionLimits, FrameHandler, Step};
+pub use limits::{ConnectionCap, Latch};
+pub use mailbox::{Mailbox, MailboxError};
+pub use runtime::{start, RunningServer, ServerError, Service, ShardInfo};
