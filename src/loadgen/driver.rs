@@ -2,6 +2,10 @@
 //! with one epoll instance (mio), and keeps them busy. Closed loop refills a connection to
 //! its depth as soon as its replies are read, one write per batch of replies; open loop
 //! issues requests when they fall due and charges each with the time since it was due.
+//! Open-loop requests go round-robin to connections with a free slot, as from many
+//! independent clients, so a server sees few requests per read (depth-1-like traffic) until
+//! it falls behind; the loop spins through the last millisecond before a due time because
+//! epoll waits in whole milliseconds.
 //!
 //! Nothing is allocated per request: keys are formatted on the stack, every write sends one
 //! value buffer, send and receive buffers are reused, and in-flight requests live in a fixed

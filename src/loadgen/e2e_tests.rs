@@ -23,6 +23,8 @@ enum Behaviour {
     Redis,
     /// Bytes that are not RESP.
     Garbage,
+    /// Like `Redis`, but each batch of replies leaves only after this pause.
+    Slow(Duration),
 }
 
 struct FakeServer {
@@ -71,8 +73,8 @@ fn serve(
             counter.fetch_add(1, Ordering::Relaxed);
             if body == b"*1\r\n$4\r\nPING\r\n" {
                 match behaviour {
-                    Behaviour::Redis => out.extend_from_slice(b"+PONG\r\n"),
                     Behaviour::Garbage => out.extend_from_slice(b"-ERR go away\r\n"),
+                    _ => out.extend_from_slice(b"+PONG\r\n"),
                 }
                 continue;
             }
@@ -81,17 +83,20 @@ fn serve(
             let key = body[18..34].to_vec();
             match behaviour {
                 Behaviour::Garbage => out.extend_from_slice(b"?garbage\r\n"),
-                Behaviour::Redis if command == b"SET" => {
+                _ if command == b"SET" => {
                     keys.lock().unwrap().insert(key);
                     out.extend_from_slice(b"+OK\r\n");
                 }
-                Behaviour::Redis if keys.lock().unwrap().contains(&key) => {
+                _ if keys.lock().unwrap().contains(&key) => {
                     out.extend_from_slice(b"$5\r\nvalue\r\n")
                 }
-                Behaviour::Redis => out.extend_from_slice(b"$-1\r\n"),
+                _ => out.extend_from_slice(b"$-1\r\n"),
             }
         }
         buf.drain(..at);
+        if let Behaviour::Slow(pause) = behaviour {
+            thread::sleep(pause);
+        }
         if stream.write_all(&out).is_err() {
             return;
         }
@@ -183,6 +188,31 @@ fn open_loop_keeps_to_its_rate() {
     // At most the requests due in the window (2000/s for 0.5 s) plus one per thread.
     assert!(report.ok <= 1002, "{report:?}");
     assert_eq!(report.errors, 0);
+}
+
+/// Coordinated omission: a server that takes 20 ms per reply, asked for 1000 requests a
+/// second on one connection, falls further behind with every request. Latency counted from
+/// the send time would stay near 20 ms; counted from the due time it grows with the backlog,
+/// which is what a user of such a server would see.
+#[test]
+fn open_loop_charges_the_backlog_to_the_server() {
+    let server = fake_server(Behaviour::Slow(Duration::from_millis(20)));
+    let config = Config {
+        mode: Mode::Open { rate: 1000.0 },
+        connections: 1,
+        threads: 1,
+        pipeline: 1,
+        warmup: Duration::ZERO,
+        duration: Duration::from_millis(600),
+        ..config(server.addr)
+    };
+    let report = run_bounded(&config);
+    assert!(report.ok > 0, "{report:?}");
+    // At most one reply per 20 ms, so at most ~30 of the 600 requests due were sent.
+    assert!(report.ok <= 31, "{report:?}");
+    assert!(report.unsent >= 500, "{report:?}");
+    // The last replies answer requests due hundreds of milliseconds earlier.
+    assert!(report.max_us >= 200_000.0, "{report:?}");
 }
 
 #[test]
