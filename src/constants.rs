@@ -337,3 +337,20 @@ const _: () = assert!(REQUEST_TIMEOUT_MS_DEFAULT <= REQUEST_TIMEOUT_MS_MAX);
 const _: () = assert!(PING_TIMEOUT_MS_DEFAULT >= PING_INTERVAL_MS_DEFAULT);
 const _: () = assert!(FAILURE_DOWN_AFTER >= 1 && FAILURE_UP_AFTER >= 1);
 const _: () = assert!(HINT_BATCH_MAX <= HINTS_MAX);
+
+// ---------------------------------------------------------------------------------------
+// Service (the protocol served by each shard)
+// ---------------------------------------------------------------------------------------
+
+/// How long a shard's background compaction sleeps when no segment needs it, in
+/// milliseconds. Each check costs a scan of the shard's segment table; shorter reclaims
+/// disk sooner after a burst of overwrites.
+pub const COMPACTION_IDLE_MS: u64 = 200;
+
+/// How long background compaction backs off after a store error (full disk, poisoned
+/// store), in milliseconds, so a failing disk is not hammered in a loop.
+pub const COMPACTION_BACKOFF_MS: u64 = 5_000;
+
+/// Latencies above this (microseconds) are recorded at this value in the STATS histograms.
+/// Each histogram costs about 20 KiB per shard at 2 significant digits up to one minute.
+pub const STATS_LATENCY_US_MAX: u64 = 60_000_000;

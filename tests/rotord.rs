@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rotor::server::echo;
+use rotor::wire;
 
 fn rotord() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rotord"))
@@ -76,23 +76,32 @@ impl Server {
     }
 }
 
+/// Connects and completes the handshake (HELLO, then its reply from shard 0).
 fn echo_once(addr: SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    stream
-        .write_all(&echo::request(echo::OP_ECHO, None, b"ping"))
-        .unwrap();
-    let mut reply = [0u8; 4 + 3 + 4];
+    let hello = wire::Message::Hello(wire::Hello {
+        version_min: 1,
+        version_max: 1,
+        role: wire::Role::Client,
+        features: 0,
+        cluster_id: 0,
+        node_id: 0,
+    });
+    let mut frame = Vec::new();
+    wire::encode(1, &hello, &mut frame).unwrap();
+    stream.write_all(&frame).unwrap();
+    let mut reply = vec![0u8; wire::HEADER_BYTES + 30];
     stream.read_exact(&mut reply).unwrap();
-    assert_eq!(
-        echo::parse_reply(&reply),
-        Some((
-            echo::Reply::Echo(echo::OP_ECHO, 0, b"ping".to_vec()),
-            reply.len()
-        ))
-    );
+    match wire::decode(&reply) {
+        Ok(wire::Decoded::Frame { frame, .. }) => match frame.message {
+            wire::Message::HelloReply(h) => assert_eq!((h.shard, h.shard_count), (0, 1)),
+            other => panic!("unexpected {other:?}"),
+        },
+        other => panic!("unexpected {other:?}"),
+    }
     stream
 }
 

@@ -1,12 +1,12 @@
 //! `rotord`: the Rotor server. Reads its configuration (defaults, `--config FILE`, flags),
-//! starts one shard per core and serves until SIGINT or SIGTERM, then stops gracefully and
-//! exits 0. A second signal during the graceful stop exits at once with status 130; a
-//! panic anywhere exits with status 101.
+//! starts one shard per core (each with its store under the data directory) and serves the
+//! Rotor protocol until SIGINT or SIGTERM, then stops gracefully (in-flight requests
+//! answered, every store synced and closed) and exits 0. A second signal during the graceful
+//! stop exits at once with status 130; a panic anywhere exits with status 101.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use rotor::server::echo::EchoService;
 use rotor::server::{self, Args, Config};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -43,8 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // TODO(server): the echo protocol stands in until the wire codec and store are merged.
-    let running = match server::start(&config, |info| Ok(EchoService::new(info, None))) {
+    let running = match server::start_node(&config) {
         Ok(running) => running,
         Err(e) => {
             error!("{e}");

@@ -7,21 +7,28 @@
 //! handler, which serves the frame locally or forwards it to the owning shard through the
 //! [`mailbox`]. [`config`] turns defaults, a TOML file and flags into a [`Config`];
 //! [`limits`] holds the little state shared across threads (connection cap, stop latch).
-//! [`echo`] is a stand-in protocol that exercises all of it until the wire codec plugs in.
+//! [`service`] is the Rotor protocol itself (handshake, GET/PUT/DELETE on the shard's
+//! store, TOPOLOGY, STATS), with [`commit`] (group commit) and [`stats`] (counters and
+//! latency percentiles); [`start_node`] starts a one-node server. [`echo`] is a trivial
+//! protocol the runtime's own tests use.
 //!
 //! What this layer deliberately does not do: decode messages (the handler does), touch a
 //! store from another core (only the mailbox crosses cores), or read a clock for anything
 //! but timeouts.
 
+pub mod commit;
 pub mod config;
 pub mod connection;
 pub mod echo;
 pub mod limits;
 pub mod mailbox;
 pub mod runtime;
+pub mod service;
+pub mod stats;
 
 pub use config::{Args, Config, ConfigError, Cores, Fsync};
 pub use connection::{CloseReason, ConnectionLimits, FrameHandler, Step};
 pub use limits::{ConnectionCap, Latch};
 pub use mailbox::{Mailbox, MailboxError};
 pub use runtime::{start, RunningServer, ServerError, Service, ShardInfo};
+pub use service::{start_node, NodeService, StartError};

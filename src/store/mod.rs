@@ -199,6 +199,10 @@ impl Default for StoreConfig {
 pub struct RecoveryReport {
     /// The directory held no data, so a new incarnation was generated.
     pub new_incarnation: bool,
+    /// The previous run ended with [`Store::close`]: every write it made was synced. When
+    /// false (a crash, a kill, a power loss) and the durability was not `Always`, writes
+    /// that used counters of this incarnation may be lost: see [`Store::renew_incarnation`].
+    pub clean_shutdown: bool,
     /// The index came from `index.ckpt` (then only the log after it was scanned).
     pub used_checkpoint: bool,
     /// Why the checkpoint was not used, if there was one.
@@ -378,6 +382,18 @@ impl Store {
     /// was created without data, kept across restarts, renewed if the data is lost.
     pub fn incarnation(&self) -> u64 {
         self.incarnation
+    }
+
+    /// Replaces the incarnation with a new random one, persisted before this returns; the
+    /// data stays. For a store that may have lost acknowledged writes (the unsynced tail
+    /// under `Group` or `Never` after an unclean stop): its old incarnation may have issued
+    /// counters that no longer exist here, and reusing them would let a new write be taken
+    /// for one other replicas already saw superseded (wire-spec/causal.md).
+    pub fn renew_incarnation(&mut self) -> Result<u64, WriteError> {
+        self.check_writable()?;
+        let incarnation = recovery::renew_incarnation(&self.dir).map_err(WriteError::from_io)?;
+        self.incarnation = incarnation;
+        Ok(incarnation)
     }
 
     /// The durability policy.
@@ -594,7 +610,9 @@ impl Store {
     /// Syncs everything and writes the checkpoint. Dropping a store without `close` syncs
     /// (best effort) but leaves no checkpoint, so the next open scans.
     pub fn close(mut self) -> Result<(), WriteError> {
-        let res = self.checkpoint();
+        let res = self
+            .checkpoint()
+            .and_then(|()| recovery::mark_clean(&self.dir).map_err(WriteError::from_io));
         self.closed = true;
         res
     }

@@ -30,6 +30,9 @@ const META_FILE: &str = "STORE";
 const META_MAGIC: [u8; 8] = *b"RTRMETA1";
 const META_BYTES: usize = 60;
 const CHECKPOINT_FILE: &str = "index.ckpt";
+/// Empty file written by a clean close and removed by the next open: its presence at open
+/// says every write of the previous run was synced before the process ended.
+const CLEAN_FILE: &str = "CLEAN";
 const CHECKPOINT_MAGIC: [u8; 8] = *b"RTRCKPT1";
 const HASH_PROBE: &[u8] = b"rotor store hash probe";
 
@@ -80,6 +83,17 @@ pub(super) fn open(dir: &Path, config: StoreConfig) -> Result<(Store, RecoveryRe
             fresh
         }
     };
+
+    // Whether the previous run closed cleanly. The marker goes away now (durably), so a
+    // crash of this run is never mistaken for a clean close by the next open.
+    let clean_path = dir.join(CLEAN_FILE);
+    if clean_path.exists() {
+        report.clean_shutdown = true;
+        fs::remove_file(&clean_path).map_err(io_err(&clean_path))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+    }
 
     let mut segments = Segments::new();
     for &id in &ids {
@@ -490,6 +504,21 @@ fn write_atomically(
         let _ = fs::remove_file(&tmp);
     }
     res
+}
+
+/// Records that the store was closed cleanly (after its final sync and checkpoint).
+pub(super) fn mark_clean(dir: &Path) -> io::Result<()> {
+    write_atomically(dir, CLEAN_FILE, |_| Ok(()))
+}
+
+/// Gives the store a new random incarnation, keeping its hash seeds and data, and persists
+/// it before returning.
+pub(super) fn renew_incarnation(dir: &Path) -> io::Result<u64> {
+    let (_, seeds) = read_meta(dir)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "meta file unreadable"))?;
+    let (incarnation, _) = new_meta()?;
+    write_meta(dir, (incarnation, seeds))?;
+    Ok(incarnation)
 }
 
 // ---- checkpoint --------------------------------------------------------------------------

@@ -96,6 +96,48 @@ fn a_store_that_lost_its_data_gets_a_new_incarnation() {
     assert_eq!(value_of(&s, 0, b"k"), None);
 }
 
+/// The server starts a new incarnation after an unclean stop (group or no-sync durability
+/// may have lost counters it used): the store must say whether the last run closed, and
+/// renew the incarnation without losing data.
+#[test]
+fn clean_close_is_reported_once_and_renewal_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, report) = open(dir.path(), small(Durability::Group));
+    assert!(!report.clean_shutdown, "a new store had no previous run");
+    s.put(0, b"k", ValueKind::Value, b"v").unwrap();
+    s.close().unwrap();
+
+    let (mut s, report) = open(dir.path(), small(Durability::Group));
+    assert!(report.clean_shutdown, "{report:?}");
+    let inc = s.incarnation();
+    s.put(0, b"k2", ValueKind::Value, b"v2").unwrap();
+    drop(s); // no close: a crash as far as the marker is concerned
+
+    let (mut s, report) = open(dir.path(), small(Durability::Group));
+    assert!(
+        !report.clean_shutdown,
+        "the marker was consumed by the last open"
+    );
+    assert_eq!(s.incarnation(), inc);
+    let renewed = s.renew_incarnation().unwrap();
+    assert_ne!(renewed, inc);
+    assert_eq!(s.incarnation(), renewed);
+    s.close().unwrap();
+
+    let (s, report) = open(dir.path(), small(Durability::Group));
+    assert!(report.clean_shutdown);
+    assert!(!report.new_incarnation);
+    assert_eq!(s.incarnation(), renewed, "the renewal was persisted");
+    assert_eq!(
+        value_of(&s, 0, b"k"),
+        Some((ValueKind::Value, b"v".to_vec()))
+    );
+    assert_eq!(
+        value_of(&s, 0, b"k2"),
+        Some((ValueKind::Value, b"v2".to_vec()))
+    );
+}
+
 #[test]
 fn drop_partition_and_purge_survive_reopen_and_compaction() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,1148 @@
+//! The Rotor protocol served by every shard: handshake, GET/PUT/DELETE against the shard's
+//! store with causal contexts, TOPOLOGY, STATS, forwarding to the owning shard, group
+//! commit and background compaction.
+//!
+//! A frame meets, in order: [`ClientHandler::handle`] (decode with [`wire::decode`], refuse
+//! anything before `HELLO`), the ring (which partition, which shard owns it), then either
+//! [`ShardCore::execute`] on this shard or the [`Mailbox`] to the owner, which executes it
+//! the same way and sends the encoded reply back. One node for now: the ring has one
+//! member whose shard count is the number of cores, so N = R = W = 1, but requests are
+//! validated as a cluster would (N above the node count is `UNAVAILABLE`).
+//!
+//! A write reads the key's causal state from the store, applies the client's context with
+//! [`CausalState::update`] under the store's incarnation as actor, and stores the result.
+//! Its reply goes out at once under `always` (the store synced) and `never`, and under
+//! `group` once a sync covered it ([`GroupCommit`]).
+//!
+//! What this layer does not do: block the reactor waiting for anything but the store's own
+//! synchronous calls, hold a `RefCell` borrow across an `.await`, or touch another shard's
+//! store (only the mailbox crosses cores).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use glommio::{Latency, Shares};
+use tracing::{error, info, warn};
+
+use super::commit::GroupCommit;
+use super::config::{allowed_cpus, Config, ConfigError, Fsync};
+use super::connection::{CloseReason, FrameHandler, Step};
+use super::mailbox::Mailbox;
+use super::runtime::{self, RunningServer, ServerError, Service, ShardInfo};
+use super::stats::{OpKind, ShardStats, StatEntry};
+use crate::causal::{Actor, CausalError, CausalState, Context, Value};
+use crate::constants::{
+    COMPACTION_BACKOFF_MS, COMPACTION_IDLE_MS, COMPACTION_STEP_BYTES_DEFAULT,
+    GROUP_COMMIT_INTERVAL_MS_DEFAULT, PARTITIONS_DEFAULT, READ_QUORUM_DEFAULT, REPLICAS_DEFAULT,
+    REPLICAS_MAX, WRITE_QUORUM_DEFAULT,
+};
+use crate::ring::{Member, NodeId, Ring, RingError};
+use crate::store::{
+    CompactProgress, Durability, Lsn, ReadError, Store, StoreConfig, ValueKind, WriteError,
+};
+use crate::wire::{
+    self, Decoded, DeleteReply, ErrorCode, ErrorReply, FrameError, GetReply, HelloReply, List,
+    Message, NodeInfo, NodeStatus, Options, Owner, PutReply, Role, Stat, StatsReply, TopologyReply,
+};
+
+/// The shares of the background compaction queue, against glommio's default 1000 for the
+/// queue serving requests: compaction gets about 1% of a busy core and all of an idle one.
+const COMPACTION_SHARES: usize = 10;
+
+/// Name of the node's identity file in the data directory.
+const NODE_FILE: &str = "NODE";
+
+/// What every shard of a node shares: its identity, the ring and where it listens.
+pub struct Node {
+    id: u64,
+    ring: Ring,
+    /// Set once every shard listens (their ports are known only then).
+    endpoints: OnceLock<Endpoints>,
+}
+
+/// The node's client addresses, as TOPOLOGY reports them.
+#[derive(Debug, Clone)]
+struct Endpoints {
+    address: String,
+    ports: Vec<u16>,
+}
+
+/// One shard's service: its store and counters, shared with its background tasks.
+pub struct NodeService {
+    core: Rc<ShardCore>,
+}
+
+/// A request one shard forwards to the shard that owns it.
+#[derive(Debug)]
+pub enum ShardRequest {
+    /// A client request on a key of a partition the target owns.
+    Op {
+        /// The client's request id, for the reply frame.
+        request_id: u32,
+        /// The key's partition.
+        partition: u32,
+        /// What to do.
+        op: OwnedOp,
+    },
+    /// The target's STATS entries.
+    Stats,
+}
+
+/// A key operation carried across cores (it owns its bytes).
+#[derive(Debug)]
+pub enum OwnedOp {
+    /// Read the key.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Write a value (`Some`) or a tombstone (`None`) under a context.
+    Write {
+        /// The key.
+        key: Vec<u8>,
+        /// The client's context (opaque bytes, checked by the owner).
+        context: Vec<u8>,
+        /// The value, or `None` for a delete.
+        value: Option<Vec<u8>>,
+        /// Whether the reply carries the new context.
+        return_context: bool,
+    },
+}
+
+/// The owner's answer to a [`ShardRequest`].
+#[derive(Debug)]
+pub enum ShardResponse {
+    /// The encoded reply frame for the client.
+    Frame(Vec<u8>),
+    /// The owner's STATS entries.
+    Stats(Vec<StatEntry>),
+}
+
+/// The protocol on one client connection.
+pub struct ClientHandler {
+    core: Rc<ShardCore>,
+    mailbox: Rc<Mailbox<ShardRequest, ShardResponse>>,
+    established: bool,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration does not fit this machine.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The runtime could not start (ports, locked memory, a shard's store).
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The data directory or its identity file could not be used.
+    #[error("data directory {path}: {message}")]
+    DataDir {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The one-node ring could not be built.
+    #[error("ring: {0}")]
+    Ring(#[from] RingError),
+}
+
+/// Starts a one-node Rotor server: one shard per configured core, each with its store at
+/// `<data-dir>/shard-<n>/`. Returns once every shard listens.
+pub fn start_node(config: &Config) -> Result<RunningServer, StartError> {
+    config.validate()?;
+    let cores = config.cpus(&allowed_cpus())?.len();
+    let shards = u16::try_from(cores).map_err(|_| StartError::DataDir {
+        path: config.data_dir.clone(),
+        message: format!("{cores} cores is more shards than a node may have"),
+    })?;
+    let id = node_identity(&config.data_dir, shards)?;
+    let ring = Ring::initial(PARTITIONS_DEFAULT, vec![Member::new(NodeId(id), 1, shards)])?;
+    let node = Arc::new(Node {
+        id,
+        ring,
+        endpoints: OnceLock::new(),
+    });
+    let shared = node.clone();
+    let running = runtime::start(config, move |info| NodeService::open(info, shared.clone()))?;
+    let _ = node.endpoints.set(Endpoints {
+        address: running.listen_addr().to_string(),
+        ports: running.shard_addrs().iter().map(|a| a.port()).collect(),
+    });
+    info!(node = id, shards, "node ready");
+    Ok(running)
+}
+
+impl NodeService {
+    /// Opens the store of the shard `info` describes and starts its background tasks
+    /// (group commit, compaction). Runs on the shard's thread.
+    pub fn open(info: &ShardInfo, node: Arc<Node>) -> Result<NodeService, String> {
+        let dir = info.config.data_dir.join(format!("shard-{}", info.shard));
+        let durability = match info.config.fsync {
+            Fsync::Always => Durability::Always,
+            Fsync::Group => Durability::Group,
+            Fsync::Never => Durability::Never,
+        };
+        let store_config = StoreConfig {
+            durability,
+            ..StoreConfig::default()
+        };
+        let (mut store, report) = Store::open(&dir, store_config)
+            .map_err(|e| format!("cannot open the store at {}: {e}", dir.display()))?;
+        info!(
+            shard = info.shard,
+            dir = %dir.display(),
+            keys = report.keys,
+            clean = report.clean_shutdown,
+            checkpoint = report.used_checkpoint,
+            corrupt_records = report.corrupt_records,
+            torn_tails = report.torn_tails,
+            "store opened"
+        );
+        // An unclean stop under group or no-sync durability may have lost writes whose
+        // counters this incarnation already issued: reusing them would let new writes be
+        // mistaken for superseded ones (wire-spec/causal.md, "Operational note").
+        if !report.new_incarnation && !report.clean_shutdown && durability != Durability::Always {
+            let old = store.incarnation();
+            let new = store.renew_incarnation().map_err(|e| {
+                format!(
+                    "store at {} was not closed cleanly and cannot start a new incarnation: {e}",
+                    dir.display()
+                )
+            })?;
+            warn!(
+                shard = info.shard,
+                old, new, "store not closed cleanly: new incarnation"
+            );
+        }
+
+        let core = Rc::new(ShardCore {
+            shard: info.shard,
+            shards: info.shards,
+            node,
+            durability,
+            store: RefCell::new(Some(store)),
+            scratch: RefCell::new(Vec::new()),
+            stats: ShardStats::new(info.shard),
+            commits: GroupCommit::default(),
+        });
+        if durability == Durability::Group {
+            glommio::spawn_local(commit_loop(core.clone())).detach();
+        }
+        let queue = glommio::executor().create_task_queue(
+            Shares::Static(COMPACTION_SHARES),
+            Latency::NotImportant,
+            "compaction",
+        );
+        glommio::spawn_local_into(compaction_loop(core.clone()), queue)
+            .map_err(|e| format!("cannot start compaction: {e}"))?
+            .detach();
+        Ok(NodeService { core })
+    }
+}
+
+impl Service for NodeService {
+    type Request = ShardRequest;
+    type Response = ShardResponse;
+    type Handler = ClientHandler;
+
+    fn connection(
+        self: &Rc<Self>,
+        mailbox: &Rc<Mailbox<ShardRequest, ShardResponse>>,
+    ) -> ClientHandler {
+        self.core.stats.connection_opened();
+        ClientHandler {
+            core: self.core.clone(),
+            mailbox: mailbox.clone(),
+            established: false,
+        }
+    }
+
+    fn serve_forwarded(
+        self: Rc<Self>,
+        from: u16,
+        req: ShardRequest,
+    ) -> impl Future<Output = ShardResponse> + 'static {
+        let core = self.core.clone();
+        async move {
+            match req {
+                ShardRequest::Stats => ShardResponse::Stats(core.stat_entries()),
+                ShardRequest::Op {
+                    request_id,
+                    partition,
+                    op,
+                } => {
+                    let owner = core.owner_of(partition);
+                    assert_eq!(
+                        owner,
+                        Some(core.shard),
+                        "partition {partition} forwarded by shard {from} to shard {}",
+                        core.shard
+                    );
+                    let mut reply = Vec::new();
+                    let ack = core.execute(request_id, partition, op.borrowed(), &mut reply);
+                    ShardResponse::Frame(core.acknowledge(ack, request_id, reply).await)
+                }
+            }
+        }
+    }
+
+    fn shutdown(self: Rc<Self>) -> impl Future<Output = ()> + 'static {
+        let core = self.core.clone();
+        async move { core.shutdown() }
+    }
+}
+
+impl FrameHandler for ClientHandler {
+    type Deferred = Pin<Box<dyn Future<Output = Vec<u8>>>>;
+
+    fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step<Self::Deferred> {
+        let (frame, consumed) = match wire::decode(input) {
+            Ok(Decoded::Frame { frame, consumed }) => (frame, consumed),
+            Ok(Decoded::Incomplete { needed }) => {
+                let frame_bytes =
+                    (input.len() >= wire::HEADER_BYTES).then(|| input.len().saturating_add(needed));
+                return Step::Incomplete { frame_bytes };
+            }
+            Err(e) => return self.bad_frame(e, out),
+        };
+        if !self.established {
+            return self.handshake(frame.request_id, &frame.message, consumed, out);
+        }
+        let id = frame.request_id;
+        match frame.message {
+            Message::Get(get) => {
+                self.keyed(id, get.options, Op::Get { key: get.key }, consumed, out)
+            }
+            Message::Put(put) => self.keyed(
+                id,
+                put.options,
+                Op::Write {
+                    key: put.key,
+                    context: put.context,
+                    value: Some(put.value),
+                    return_context: put.return_context,
+                },
+                consumed,
+                out,
+            ),
+            Message::Delete(delete) => self.keyed(
+                id,
+                delete.options,
+                Op::Write {
+                    key: delete.key,
+                    context: delete.context,
+                    value: None,
+                    return_context: delete.return_context,
+                },
+                consumed,
+                out,
+            ),
+            Message::Topology(_) => {
+                self.core.topology(id, out);
+                Step::Served { consumed }
+            }
+            Message::Stats(_) => Step::Deferred {
+                consumed,
+                reply: Box::pin(stats_reply(self.core.clone(), self.mailbox.clone(), id)),
+            },
+            Message::Hello(_) => {
+                // A repeated HELLO changes nothing: answer it the same way.
+                self.core.hello_reply(id, out);
+                Step::Served { consumed }
+            }
+            // Replies are never answered (wire-spec section 2, rule 3).
+            message if message.opcode().is_reply() => Step::Served { consumed },
+            _ => {
+                self.core.error(
+                    out,
+                    id,
+                    ErrorCode::Unsupported,
+                    "peer messages are not served on a client connection",
+                );
+                Step::Served { consumed }
+            }
+        }
+    }
+
+    fn is_established(&self) -> bool {
+        self.established
+    }
+}
+
+impl Drop for ClientHandler {
+    fn drop(&mut self) {
+        self.core.stats.connection_closed();
+    }
+}
+
+impl ClientHandler {
+    /// A frame the codec refused: answer with its `ERROR`, then close, except after an
+    /// unknown opcode on an established connection, whose frame boundary is known
+    /// (wire-spec section 2, rule 4).
+    fn bad_frame(
+        &mut self,
+        e: FrameError,
+        out: &mut Vec<u8>,
+    ) -> Step<<Self as FrameHandler>::Deferred> {
+        self.core.stats.error();
+        // An error reply always fits a frame.
+        let _ = e.reply().encode(out);
+        match e.skip {
+            Some(skip) if self.established && e.error == wire::Error::UnknownOpcode => {
+                Step::Served { consumed: skip }
+            }
+            _ if e.error == wire::Error::FrameTooLarge => Step::Close(CloseReason::TooLarge),
+            _ => Step::Close(CloseReason::Malformed),
+        }
+    }
+
+    /// The first frame must be a client HELLO with a version range containing ours.
+    fn handshake(
+        &mut self,
+        id: u32,
+        message: &Message<'_>,
+        consumed: usize,
+        out: &mut Vec<u8>,
+    ) -> Step<<Self as FrameHandler>::Deferred> {
+        let Message::Hello(hello) = message else {
+            self.core.error(
+                out,
+                id,
+                ErrorCode::HandshakeRequired,
+                "the first frame must be HELLO",
+            );
+            return Step::Close(CloseReason::Rejected);
+        };
+        if !(hello.version_min..=hello.version_max).contains(&wire::VERSION) {
+            self.core.error(
+                out,
+                id,
+                ErrorCode::UnsupportedVersion,
+                "this node speaks protocol version 1 only",
+            );
+            return Step::Close(CloseReason::Rejected);
+        }
+        if hello.role != Role::Client {
+            self.core.error(
+                out,
+                id,
+                ErrorCode::HandshakeRequired,
+                "this node serves client connections only",
+            );
+            return Step::Close(CloseReason::Rejected);
+        }
+        self.established = true;
+        self.core.hello_reply(id, out);
+        Step::Served { consumed }
+    }
+
+    /// A GET, PUT or DELETE: validated, then executed here or forwarded to the owner.
+    fn keyed(
+        &mut self,
+        id: u32,
+        options: Options,
+        op: Op<'_>,
+        consumed: usize,
+        out: &mut Vec<u8>,
+    ) -> Step<<Self as FrameHandler>::Deferred> {
+        let started = Instant::now();
+        let kind = op.kind();
+        if let Err(refusal) = check_options(options, kind, self.core.node.ring.members().len()) {
+            self.core.stats.error();
+            let _ = wire::encode(id, &Message::Error(refusal), out);
+            return Step::Served { consumed };
+        }
+        let partition = self.core.node.ring.partition_of(op.key()).0;
+        let Some(owner) = self.core.owner_of(partition) else {
+            self.core
+                .error(out, id, ErrorCode::NotOwner, "this node owns no replica");
+            return Step::Served { consumed };
+        };
+        if owner == self.core.shard {
+            let start = out.len();
+            match self.core.execute(id, partition, op, out) {
+                Ack::Now => {
+                    self.core.stats.record(kind, started);
+                    Step::Served { consumed }
+                }
+                ack => {
+                    let reply = out.split_off(start);
+                    let core = self.core.clone();
+                    Step::Deferred {
+                        consumed,
+                        reply: Box::pin(async move {
+                            let reply = core.acknowledge(ack, id, reply).await;
+                            core.stats.record(kind, started);
+                            reply
+                        }),
+                    }
+                }
+            }
+        } else {
+            self.core.stats.forwarded();
+            let request = ShardRequest::Op {
+                request_id: id,
+                partition,
+                op: op.owned(),
+            };
+            let core = self.core.clone();
+            let mailbox = self.mailbox.clone();
+            Step::Deferred {
+                consumed,
+                reply: Box::pin(async move {
+                    let reply = match mailbox.call(owner, request).await {
+                        Ok(ShardResponse::Frame(reply)) => reply,
+                        Ok(ShardResponse::Stats(_)) => {
+                            let mut reply = Vec::new();
+                            core.error(&mut reply, id, ErrorCode::Internal, "unexpected reply");
+                            reply
+                        }
+                        Err(e) => {
+                            let mut reply = Vec::new();
+                            warn!(shard = core.shard, owner, error = %e, "forwarding failed");
+                            core.error(
+                                &mut reply,
+                                id,
+                                ErrorCode::ShuttingDown,
+                                "the owning shard is stopping",
+                            );
+                            reply
+                        }
+                    };
+                    core.stats.record(kind, started);
+                    reply
+                }),
+            }
+        }
+    }
+}
+
+/// The state of one shard: its store, counters and pending group commits.
+struct ShardCore {
+    shard: u16,
+    shards: u16,
+    node: Arc<Node>,
+    durability: Durability,
+    /// `None` once shut down.
+    store: RefCell<Option<Store>>,
+    /// Reused buffer for encoding causal states before they are stored.
+    scratch: RefCell<Vec<u8>>,
+    stats: ShardStats,
+    commits: GroupCommit,
+}
+
+/// A key operation borrowing the request frame (or a forwarded request's bytes).
+#[derive(Debug, Clone, Copy)]
+enum Op<'a> {
+    Get {
+        key: &'a [u8],
+    },
+    Write {
+        key: &'a [u8],
+        context: &'a [u8],
+        value: Option<&'a [u8]>,
+        return_context: bool,
+    },
+}
+
+/// When the reply of an executed request may go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    /// Now.
+    Now,
+    /// Once the store's durable LSN reached this write's LSN.
+    AfterSync(Lsn),
+}
+
+impl ShardCore {
+    /// The shard of this node that owns `partition`.
+    fn owner_of(&self, partition: u32) -> Option<u16> {
+        let ring = &self.node.ring;
+        ring.shard_of(NodeId(self.node.id), crate::ring::PartitionId(partition))
+            .map(|s| s.0)
+    }
+
+    /// Executes `op` on this shard's store and appends its reply frame to `out`; says when
+    /// that reply may be sent.
+    fn execute(&self, id: u32, partition: u32, op: Op<'_>, out: &mut Vec<u8>) -> Ack {
+        match op {
+            Op::Get { key } => {
+                self.stats.get();
+                self.get(id, partition, key, out);
+                Ack::Now
+            }
+            Op::Write {
+                key,
+                context,
+                value,
+                return_context,
+            } => {
+                if value.is_some() {
+                    self.stats.put();
+                } else {
+                    self.stats.delete();
+                }
+                self.write(id, partition, key, context, value, return_context, out)
+            }
+        }
+    }
+
+    fn get(&self, id: u32, partition: u32, key: &[u8], out: &mut Vec<u8>) {
+        let store = self.store.borrow();
+        let Some(store) = store.as_ref() else {
+            return self.error(out, id, ErrorCode::ShuttingDown, "the shard is stopping");
+        };
+        let state = match store.get(partition, key) {
+            Ok(None) => {
+                let reply = GetReply {
+                    siblings: List::Borrowed(&[]),
+                    context: &[],
+                };
+                let _ = wire::encode(id, &Message::GetReply(reply), out);
+                return;
+            }
+            Ok(Some(found)) => CausalState::decode(found.value),
+            Err(ReadError::Corrupted { .. }) => {
+                error!(shard = self.shard, partition, "corrupted record read");
+                return self.error(
+                    out,
+                    id,
+                    ErrorCode::StoreFailed,
+                    "the stored record is corrupt",
+                );
+            }
+        };
+        let Ok(state) = state else {
+            error!(
+                shard = self.shard,
+                partition, "stored causal state does not decode"
+            );
+            return self.error(
+                out,
+                id,
+                ErrorCode::StoreFailed,
+                "the stored state is corrupt",
+            );
+        };
+        let view = state.read();
+        let context = view.context.to_opaque();
+        let reply = GetReply {
+            siblings: List::Borrowed(&view.values),
+            context: &context,
+        };
+        if wire::encode(id, &Message::GetReply(reply), out).is_err() {
+            self.error(
+                out,
+                id,
+                ErrorCode::TooLarge,
+                "the siblings do not fit in one frame",
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        id: u32,
+        partition: u32,
+        key: &[u8],
+        context: &[u8],
+        value: Option<&[u8]>,
+        return_context: bool,
+        out: &mut Vec<u8>,
+    ) -> Ack {
+        let Ok(context) = Context::decode_opaque(context) else {
+            self.error(
+                out,
+                id,
+                ErrorCode::BadContext,
+                "the context is corrupt or foreign: read the key again",
+            );
+            return Ack::Now;
+        };
+        let mut store = self.store.borrow_mut();
+        let Some(store) = store.as_mut() else {
+            self.error(out, id, ErrorCode::ShuttingDown, "the shard is stopping");
+            return Ack::Now;
+        };
+        let mut state = match store
+            .get(partition, key)
+            .map(|found| found.map(|f| CausalState::decode(f.value)))
+        {
+            Ok(None) => CausalState::new(),
+            Ok(Some(Ok(state))) => state,
+            Ok(Some(Err(_))) | Err(_) => {
+                error!(
+                    shard = self.shard,
+                    partition, "stored state unreadable; write refused"
+                );
+                self.error(
+                    out,
+                    id,
+                    ErrorCode::StoreFailed,
+                    "the stored state is corrupt",
+                );
+                return Ack::Now;
+            }
+        };
+        let is_delete = value.is_none();
+        let value = match value {
+            Some(bytes) => Value::Bytes(bytes.to_vec()),
+            None => Value::Tombstone,
+        };
+        let updated = match state.update(&context, value, Actor(store.incarnation())) {
+            Ok(updated) => updated,
+            Err(e) => {
+                let code = match e {
+                    CausalError::TooManySiblings { .. } => ErrorCode::TooManySiblings,
+                    CausalError::TooManyActors { .. } | CausalError::ValueTooLarge { .. } => {
+                        ErrorCode::TooLarge
+                    }
+                    CausalError::CounterOverflow => ErrorCode::Internal,
+                };
+                self.error_text(out, id, code, &e.to_string());
+                return Ack::Now;
+            }
+        };
+        if updated.report.warn {
+            warn!(
+                shard = self.shard,
+                partition,
+                siblings = updated.report.siblings,
+                "key has many siblings: clients should resolve them"
+            );
+        }
+        let kind = if state.is_tombstone_only() {
+            ValueKind::Tombstone
+        } else {
+            ValueKind::Value
+        };
+        let mut encoded = self.scratch.borrow_mut();
+        encoded.clear();
+        state.encode(&mut encoded);
+        let lsn = match store.put(partition, key, kind, &encoded) {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                let code = match e {
+                    WriteError::TooLarge { .. } => ErrorCode::TooLarge,
+                    _ => ErrorCode::StoreFailed,
+                };
+                error!(shard = self.shard, error = %e, "store write failed");
+                self.error_text(out, id, code, &e.to_string());
+                return Ack::Now;
+            }
+        };
+        let context = if return_context {
+            state.context().to_opaque()
+        } else {
+            Vec::new()
+        };
+        let reply = if is_delete {
+            Message::DeleteReply(DeleteReply { context: &context })
+        } else {
+            Message::PutReply(PutReply { context: &context })
+        };
+        let _ = wire::encode(id, &reply, out);
+        if self.durability == Durability::Group && store.durable_lsn() < lsn {
+            Ack::AfterSync(lsn)
+        } else {
+            Ack::Now
+        }
+    }
+
+    /// Waits until `reply` may go out (see [`Ack`]); a failed sync turns it into
+    /// `STORE_FAILED`.
+    async fn acknowledge(&self, ack: Ack, id: u32, reply: Vec<u8>) -> Vec<u8> {
+        let Ack::AfterSync(lsn) = ack else {
+            return reply;
+        };
+        let durable = self
+            .store
+            .borrow()
+            .as_ref()
+            .map_or(0, |store| store.durable_lsn());
+        if self.commits.wait(lsn, durable).await {
+            return reply;
+        }
+        let mut failed = Vec::new();
+        self.error(
+            &mut failed,
+            id,
+            ErrorCode::StoreFailed,
+            "the sync failed: the write may or may not be durable",
+        );
+        failed
+    }
+
+    /// Syncs the store and releases the writes the sync covered.
+    fn sync_and_release(&self) {
+        let synced = {
+            let mut store = self.store.borrow_mut();
+            store.as_mut().map(|store| store.sync())
+        };
+        match synced {
+            Some(Ok(durable)) => self.commits.release(durable),
+            Some(Err(e)) => {
+                error!(shard = self.shard, error = %e, "group commit sync failed; writes refused");
+                self.commits.fail_all();
+            }
+            None => self.commits.fail_all(),
+        }
+    }
+
+    fn hello_reply(&self, id: u32, out: &mut Vec<u8>) {
+        let reply = HelloReply {
+            version: wire::VERSION,
+            role: Role::Peer,
+            features: 0,
+            cluster_id: 0,
+            node_id: self.node.id,
+            shard: self.shard,
+            shard_count: self.shards,
+        };
+        let _ = wire::encode(id, &Message::HelloReply(reply), out);
+    }
+
+    fn topology(&self, id: u32, out: &mut Vec<u8>) {
+        let Some(endpoints) = self.node.endpoints.get() else {
+            return self.error(out, id, ErrorCode::Overloaded, "the node is starting");
+        };
+        let ring = &self.node.ring;
+        let owners: Vec<Owner> = (0..ring.q())
+            .map(|p| Owner {
+                node: 0,
+                shard: self.owner_of(p).unwrap_or(0),
+            })
+            .collect();
+        let nodes = [NodeInfo {
+            id: self.node.id,
+            version: 1,
+            status: NodeStatus::Up,
+            weight: 1,
+            zone: "",
+            address: &endpoints.address,
+            ports: List::Borrowed(&endpoints.ports),
+        }];
+        let reply = TopologyReply {
+            epoch: ring.epoch(),
+            nodes: List::Borrowed(&nodes),
+            owners: List::Owned(owners),
+        };
+        if wire::encode(id, &Message::TopologyReply(reply), out).is_err() {
+            self.error(out, id, ErrorCode::Internal, "the topology does not encode");
+        }
+    }
+
+    fn stat_entries(&self) -> Vec<StatEntry> {
+        let store = self.store.borrow().as_ref().map(Store::stats);
+        self.stats.entries(store.as_ref())
+    }
+
+    /// Appends an `ERROR` reply and counts it.
+    fn error(&self, out: &mut Vec<u8>, id: u32, code: ErrorCode, message: &'static str) {
+        self.error_text(out, id, code, message);
+    }
+
+    fn error_text(&self, out: &mut Vec<u8>, id: u32, code: ErrorCode, message: &str) {
+        self.stats.error();
+        let reply = ErrorReply {
+            code,
+            answered: 0,
+            needed: 0,
+            ring_epoch: self.node.ring.epoch(),
+            message: truncate_text(message),
+        };
+        let _ = wire::encode(id, &Message::Error(reply), out);
+    }
+
+    /// Syncs and closes the store: called once, after every connection of the node ended.
+    fn shutdown(&self) {
+        self.commits.stop();
+        self.sync_and_release();
+        let store = self.store.borrow_mut().take();
+        if let Some(store) = store {
+            match store.close() {
+                Ok(()) => info!(shard = self.shard, "store closed"),
+                Err(e) => error!(shard = self.shard, error = %e, "store close failed"),
+            }
+        }
+    }
+}
+
+impl Op<'_> {
+    fn key(&self) -> &[u8] {
+        match self {
+            Op::Get { key } | Op::Write { key, .. } => key,
+        }
+    }
+
+    fn kind(&self) -> OpKind {
+        match self {
+            Op::Get { .. } => OpKind::Read,
+            Op::Write { .. } => OpKind::Write,
+        }
+    }
+
+    fn owned(&self) -> OwnedOp {
+        match *self {
+            Op::Get { key } => OwnedOp::Get { key: key.to_vec() },
+            Op::Write {
+                key,
+                context,
+                value,
+                return_context,
+            } => OwnedOp::Write {
+                key: key.to_vec(),
+                context: context.to_vec(),
+                value: value.map(<[u8]>::to_vec),
+                return_context,
+            },
+        }
+    }
+}
+
+impl OwnedOp {
+    fn borrowed(&self) -> Op<'_> {
+        match self {
+            OwnedOp::Get { key } => Op::Get { key },
+            OwnedOp::Write {
+                key,
+                context,
+                value,
+                return_context,
+            } => Op::Write {
+                key,
+                context,
+                value: value.as_deref(),
+                return_context: *return_context,
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("epoch", &self.ring.epoch())
+            .finish()
+    }
+}
+
+/// Checks a request's replication options against this node: `INVALID_ARGUMENT` for N over
+/// `REPLICAS_MAX` or a quorum over N, `UNAVAILABLE` for N over the node count (0 means the
+/// default, which a node with fewer members than the default lowers to its member count).
+fn check_options(options: Options, kind: OpKind, nodes: usize) -> Result<(), ErrorReply<'static>> {
+    let refuse = |code, answered, needed, message| ErrorReply {
+        code,
+        answered,
+        needed,
+        ring_epoch: 0,
+        message,
+    };
+    if options.n > REPLICAS_MAX {
+        return Err(refuse(
+            ErrorCode::InvalidArgument,
+            0,
+            0,
+            "n is above the maximum of 16",
+        ));
+    }
+    let nodes = u8::try_from(nodes).unwrap_or(u8::MAX);
+    let n = match options.n {
+        0 => REPLICAS_DEFAULT.min(nodes),
+        n => n,
+    };
+    let quorum_default = match kind {
+        OpKind::Read => READ_QUORUM_DEFAULT,
+        OpKind::Write => WRITE_QUORUM_DEFAULT,
+    };
+    let quorum = match options.quorum {
+        0 => quorum_default.min(n),
+        q => q,
+    };
+    if quorum > n {
+        return Err(refuse(
+            ErrorCode::InvalidArgument,
+            0,
+            0,
+            "the quorum is above n",
+        ));
+    }
+    if n > nodes {
+        // The shortfall is in replicas: `needed` says how many the request asked for.
+        return Err(refuse(
+            ErrorCode::Unavailable,
+            nodes,
+            n,
+            "fewer nodes than the requested replicas",
+        ));
+    }
+    Ok(())
+}
+
+/// Gathers every shard's STATS entries (this one's, then the others' over the mailbox).
+async fn stats_reply(
+    core: Rc<ShardCore>,
+    mailbox: Rc<Mailbox<ShardRequest, ShardResponse>>,
+    id: u32,
+) -> Vec<u8> {
+    let mut entries = core.stat_entries();
+    for shard in (0..core.shards).filter(|&s| s != core.shard) {
+        match mailbox.call(shard, ShardRequest::Stats).await {
+            Ok(ShardResponse::Stats(more)) => entries.extend(more),
+            Ok(ShardResponse::Frame(_)) | Err(_) => {
+                warn!(shard = core.shard, other = shard, "no stats from a shard");
+            }
+        }
+    }
+    let stats: Vec<Stat<'_>> = entries
+        .iter()
+        .map(|e| Stat {
+            shard: e.shard,
+            name: e.name,
+            value: e.value,
+        })
+        .collect();
+    let mut out = Vec::new();
+    let reply = StatsReply {
+        stats: List::Owned(stats),
+    };
+    if wire::encode(id, &Message::StatsReply(reply), &mut out).is_err() {
+        core.error(&mut out, id, ErrorCode::TooLarge, "too many counters");
+    }
+    out
+}
+
+/// Under `group` durability: whenever writes wait, sleep one interval (gathering more), sync,
+/// release them.
+async fn commit_loop(core: Rc<ShardCore>) {
+    let interval = Duration::from_millis(GROUP_COMMIT_INTERVAL_MS_DEFAULT);
+    loop {
+        core.commits.work().await;
+        if core.commits.is_stopped() {
+            return;
+        }
+        glommio::timer::sleep(interval).await;
+        if core.commits.is_stopped() {
+            return;
+        }
+        core.sync_and_release();
+    }
+}
+
+/// Compacts the store a bounded step at a time, in a low-share task queue so requests keep
+/// their latency; sleeps while there is nothing to compact.
+async fn compaction_loop(core: Rc<ShardCore>) {
+    loop {
+        let step = {
+            let mut store = core.store.borrow_mut();
+            match store.as_mut() {
+                Some(store) => store.compact_step(COMPACTION_STEP_BYTES_DEFAULT),
+                None => return,
+            }
+        };
+        match step {
+            Ok(CompactProgress::Idle) => {
+                glommio::timer::sleep(Duration::from_millis(COMPACTION_IDLE_MS)).await;
+            }
+            Ok(CompactProgress::Finished { segment, reclaimed }) => {
+                info!(shard = core.shard, segment, reclaimed, "segment compacted");
+                glommio::executor().yield_task_queue_now().await;
+            }
+            Ok(CompactProgress::Working { .. } | CompactProgress::Checkpointed) => {
+                glommio::executor().yield_task_queue_now().await;
+            }
+            Err(e) => {
+                warn!(shard = core.shard, error = %e, "compaction step failed; backing off");
+                glommio::timer::sleep(Duration::from_millis(COMPACTION_BACKOFF_MS)).await;
+            }
+        }
+    }
+}
+
+/// The node id kept in `<data-dir>/NODE`, created on first start; refuses a data directory
+/// made for another shard count (partitions would sit in the wrong shards' stores).
+fn node_identity(data_dir: &Path, shards: u16) -> Result<u64, StartError> {
+    let fail = |path: &Path, message: String| StartError::DataDir {
+        path: path.to_path_buf(),
+        message,
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| fail(data_dir, e.to_string()))?;
+    let path = data_dir.join(NODE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let (id, recorded) = parse_node_file(&text)
+                .ok_or_else(|| fail(&path, "unreadable node identity file".into()))?;
+            if recorded != shards {
+                return Err(fail(
+                    &path,
+                    format!(
+                        "the data was written by {recorded} shards; start with --cores {recorded} \
+                         (moving partitions between shards is not supported yet)"
+                    ),
+                ));
+            }
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = random_id().map_err(|e| fail(&path, e.to_string()))?;
+            write_node_file(data_dir, &path, id, shards).map_err(|e| fail(&path, e.to_string()))?;
+            Ok(id)
+        }
+        Err(e) => Err(fail(&path, e.to_string())),
+    }
+}
+
+fn parse_node_file(text: &str) -> Option<(u64, u16)> {
+    let mut id = None;
+    let mut shards = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("node_id = ") {
+            id = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("shards = ") {
+            shards = v.trim().parse().ok();
+        }
+    }
+    Some((id.filter(|&id| id != 0)?, shards?))
+}
+
+fn write_node_file(dir: &Path, path: &Path, id: u64, shards: u16) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    write!(
+        file,
+        "# Rotor node identity; do not edit.\nnode_id = {id}\nshards = {shards}\n"
+    )?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn random_id() -> std::io::Result<u64> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(u64::from_le_bytes(bytes).max(1))
+}
+
+/// An error text cut to the wire's text limit, at a character boundary.
+fn truncate_text(text: &str) -> &str {
+    let max = crate::constants::TEXT_BYTES_MAX;
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
+}
