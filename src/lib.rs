@@ -17,7 +17,8 @@
 //!   compaction and a hint area.
 //! - [`gossip`]: membership by gossip and the local failure detector; sans-IO.
 //!
-//! Beside the request path: [`sim`] runs the sans-IO state machines of a whole cluster
+//! Beside the request path: [`client`] is the bundled blocking client (partition- and
+//! shard-aware, pipelined) that the `rotor` CLI is built on; [`sim`] runs the sans-IO state machines of a whole cluster
 //! under a seeded network and clock; [`loadgen`] is the engine of the `rotor-bench` load
 //! generator; [`constants`] holds every limit and default, each with a word on its cost.
 
@@ -38,5 +39,7 @@ pub mod store;
 pub mod gossip;
 
 pub mod sim;
+
+pub mod client;
 
 pub mod loadgen;

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use rotor::loadgen::rotor::RotorOptions;
 use rotor::loadgen::{self, parse_duration, Config, Distribution, Mode, TargetSpec};
 
 /// Load generator for Rotor and Redis: one workload, one histogram, both servers.
@@ -64,6 +65,16 @@ struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Rotor only: send every request to the node's common port instead of the owning
+    /// shard's own port (the node then forwards across cores).
+    #[arg(long)]
+    common_port: bool,
+    /// Rotor only: write with empty contexts (blind writes). Each blind write becomes a
+    /// sibling of what the key holds, so hot keys reach the sibling cap (100) and further
+    /// writes fail with TOO_MANY_SIBLINGS. By default a PUT carries the last context seen
+    /// for its key in this run (from a GET or PUT reply), which keeps siblings few.
+    #[arg(long)]
+    blind_writes: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -104,6 +115,10 @@ fn main() -> ExitCode {
         duration: args.duration,
         seed: args.seed,
         prefill: args.prefill,
+        rotor: RotorOptions {
+            shard_aware: !args.common_port,
+            blind_writes: args.blind_writes,
+        },
     };
     let report = match loadgen::run(&config, &mut std::io::stderr()) {
         Ok(report) => report,

@@ -37,6 +37,8 @@ pub struct Config {
     pub seed: u64,
     /// Write every key once before the warmup, so reads hit.
     pub prefill: bool,
+    /// Rotor targets only: shard awareness and how writes pick their context.
+    pub rotor: super::rotor::RotorOptions,
 }
 
 /// The protocol and address of the server under test, from `--target SCHEME://HOST:PORT`.

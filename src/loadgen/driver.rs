@@ -242,6 +242,9 @@ const RECV_BYTES_INITIAL: usize = 64 * 1024;
 const RECV_BYTES_MAX: usize = 2 * super::VALUE_BYTES_MAX + 64 * 1024;
 /// Bytes of a request beyond its key and value (RESP or Rotor framing), for sizing.
 const REQUEST_OVERHEAD_BYTES: usize = 64;
+/// Draws tried for an operation whose key belongs to a connection's group before one of
+/// another group is sent anyway (and forwarded by the node); far above the group count.
+const GROUP_DRAWS_MAX: usize = 256;
 /// Events fetched per poll.
 const EVENTS_PER_POLL: usize = 256;
 /// Histogram range: 1 ns to one hour, 3 significant digits.
@@ -585,7 +588,7 @@ impl<'a, T: Target> Worker<'a, T> {
     /// Closed loop: tops connection `index` up to its depth and writes the batch.
     fn refill(&mut self, index: usize, now: Instant) {
         while !self.conns[index].free.is_empty() {
-            let Some(op) = self.plan.source.next() else {
+            let Some(op) = self.next_op(index) else {
                 break;
             };
             self.issue(index, op, now);
@@ -625,7 +628,7 @@ impl<'a, T: Target> Worker<'a, T> {
                 }
                 return POLL_WAIT_MAX;
             };
-            let Some(op) = self.plan.source.next() else {
+            let Some(op) = self.next_op(index) else {
                 return POLL_WAIT_MAX;
             };
             self.cursor = (index + 1) % count;
@@ -643,6 +646,26 @@ impl<'a, T: Target> Worker<'a, T> {
                 }
             }
         }
+    }
+
+    /// The next operation for connection `index`: one whose key belongs to the
+    /// connection's group (redrawn up to [`GROUP_DRAWS_MAX`] times; the draws are
+    /// independent, so the kept ones follow the workload's distribution within the group).
+    /// Prefill keys are taken in order wherever they fall: the node forwards them.
+    fn next_op(&mut self, index: usize) -> Option<Op> {
+        let mut op = self.plan.source.next()?;
+        if self.target.groups() <= 1 || matches!(self.plan.source, Source::Sequential { .. }) {
+            return Some(op);
+        }
+        let want = self.target.group_of_conn(index);
+        for _ in 0..GROUP_DRAWS_MAX {
+            let (Op::Get(key) | Op::Put(key)) = op;
+            if self.target.group_of_key(key) == want {
+                break;
+            }
+            op = self.plan.source.next()?;
+        }
+        Some(op)
     }
 
     /// Encodes `op` into connection `index`'s send buffer in a free slot, due at `due`.
@@ -720,6 +743,7 @@ impl<'a, T: Target> Worker<'a, T> {
                 Failure::Io(e) => e.to_string(),
                 Failure::Closed => "connection closed by the server".into(),
                 Failure::Protocol(ProtocolError::Resp(e)) => e.to_string(),
+                Failure::Protocol(ProtocolError::Rotor(e)) => format!("bad Rotor frame: {e}"),
                 Failure::Protocol(ProtocolError::Unsolicited) => {
                     "a reply arrived with no request waiting".into()
                 }

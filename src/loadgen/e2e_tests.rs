@@ -119,6 +119,7 @@ fn config(addr: SocketAddr) -> Config {
         duration: Duration::from_millis(400),
         seed: 5,
         prefill: false,
+        rotor: Default::default(),
     }
 }
 
@@ -256,14 +257,18 @@ fn garbage_replies_close_connections_and_count_errors() {
 }
 
 #[test]
-fn rotor_targets_say_they_are_not_supported_yet() {
+fn an_unreachable_rotor_target_is_refused_before_the_run() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let config = Config {
-        target: TargetSpec::Rotor("127.0.0.1:1".parse().unwrap()),
-        ..config("127.0.0.1:1".parse().unwrap())
+        target: TargetSpec::Rotor(closed),
+        ..config(closed)
     };
     let err = run(&config, &mut Vec::new()).unwrap_err();
-    assert!(matches!(err, BenchError::Unsupported(_)));
-    assert!(err.to_string().contains("not yet supported"));
+    assert!(matches!(err, BenchError::Config(_)));
+    assert!(err.to_string().contains("cannot reach"));
 }
 
 #[test]

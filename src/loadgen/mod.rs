@@ -7,7 +7,7 @@
 //! - [`config`]: flags turned into a validated [`Config`] (target, load shape, workload).
 //! - [`workload`]: the deterministic request stream (uniform or Zipfian keys, read ratio).
 //! - [`target`]: the [`Target`] trait, a sans-IO protocol per connection;
-//!   [`resp`] speaks Redis. The Rotor protocol plugs in there once the wire client lands.
+//!   [`resp`] speaks Redis, [`rotor`] the Rotor wire protocol (shard-aware).
 //! - [`driver`]: one thread per `--threads`, each an epoll loop over its share of
 //!   nonblocking connections, closed loop or open loop with coordinated-omission correction.
 //! - [`report`]: HdrHistogram percentiles and counts as a table or one JSON object.
@@ -16,6 +16,7 @@ pub mod config;
 pub mod driver;
 pub mod report;
 pub mod resp;
+pub mod rotor;
 pub mod target;
 pub mod workload;
 
@@ -78,13 +79,10 @@ pub fn run(config: &Config, progress: &mut dyn std::io::Write) -> Result<Report,
     }
     match config.target {
         TargetSpec::Redis(addr) => Ok(run_with(&RedisTarget::new(addr), config, progress)),
-        // The Rotor protocol arrives with the wire client: implement `target::Target` for it
-        // (see the `target` module doc) and dispatch here.
-        TargetSpec::Rotor(_) => Err(BenchError::Unsupported(
-            "rotor:// targets are not yet supported by this build of rotor-bench \
-             (the Rotor wire client is not merged yet); use redis://HOST:PORT"
-                .into(),
-        )),
+        TargetSpec::Rotor(addr) => {
+            let target = rotor::RotorTarget::discover(addr, config.keys, config.rotor)?;
+            Ok(run_with(&target, config, progress))
+        }
     }
 }
 

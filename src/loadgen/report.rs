@@ -326,6 +326,7 @@ mod tests {
             duration: Duration::from_secs(2),
             seed: 1,
             prefill: false,
+            rotor: Default::default(),
         };
         let mut histogram = Histogram::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
         for us in 1..=1000u64 {

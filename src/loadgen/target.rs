@@ -3,13 +3,13 @@
 //! the sockets and the clock; a `TargetConn` only turns operations into request bytes and
 //! reply bytes into outcomes, so one event loop serves every protocol.
 //!
-//! Adding the Rotor protocol: implement `RotorTarget`/`RotorConn` with the wire codec, then
-//! dispatch `TargetSpec::Rotor` to it in [`super::run`]. `handshake` writes the client
+//! The Rotor protocol ([`super::rotor`]) follows these rules: `handshake` writes the client
 //! `HELLO` and `decode` reports [`Reply::HandshakeDone`] on `HELLO_REPLY` (requests wait for
 //! it); `encode` writes a GET or PUT frame whose request id is derived from `tag` (ids are
 //! the requester's choice; keep them non-zero, as 0 is the push id); `decode` returns the id
 //! of each reply, since a node may answer out of order. `addr` may pick a shard's own port
-//! per connection index to make the benchmark shard-aware.
+//! per connection index, and `groups`/`group_of_key` keep each key on connections to its
+//! owning shard, to make the benchmark shard-aware.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -28,6 +28,24 @@ pub trait Target: Send + Sync {
     /// Fresh protocol state for a new (or re-opened) connection that may keep up to `depth`
     /// requests in flight.
     fn new_conn(&self, depth: usize) -> Self::Conn;
+
+    /// How many groups connections fall into (e.g. one per shard port); a connection is
+    /// only given keys of its own group. One group (the default) means any key anywhere.
+    fn groups(&self) -> usize {
+        1
+    }
+
+    /// The group of connection number `index` (consistent with [`Target::addr`]).
+    fn group_of_conn(&self, index: usize) -> usize {
+        let _ = index;
+        0
+    }
+
+    /// The group whose connections key number `key` must be sent on.
+    fn group_of_key(&self, key: u64) -> usize {
+        let _ = key;
+        0
+    }
 }
 
 /// One operation as handed to a protocol: borrowed key and value, no allocation.
@@ -88,6 +106,8 @@ pub enum Reply {
 pub enum ProtocolError {
     /// Malformed RESP.
     Resp(RespError),
+    /// An undecodable Rotor frame.
+    Rotor(crate::wire::Error),
     /// A reply arrived with no request waiting for it.
     Unsolicited,
     /// The server refused the handshake.
