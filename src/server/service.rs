@@ -206,10 +206,12 @@ impl NodeService {
             torn_tails = report.torn_tails,
             "store opened"
         );
-        // An unclean stop under group or no-sync durability may have lost writes whose
-        // counters this incarnation already issued: reusing them would let new writes be
-        // mistaken for superseded ones (wire-spec/causal.md, "Operational note").
-        if !report.new_incarnation && !report.clean_shutdown && durability != Durability::Always {
+        // An unclean stop may have lost writes whose counters this incarnation already
+        // issued (under group or no-sync durability, and the previous run's policy is not
+        // recorded): reusing them would let new writes be mistaken for superseded ones
+        // (wire-spec/causal.md, "Operational note"). A new incarnation costs one more actor
+        // in the clocks of keys written from now on; losing a write costs far more.
+        if !report.new_incarnation && !report.clean_shutdown {
             let old = store.incarnation();
             let new = store.renew_incarnation().map_err(|e| {
                 format!(

@@ -599,7 +599,11 @@ fn run_model(ops: Vec<Op>) {
     check_all(&s, &model, &hints);
     s.close().unwrap();
     let (s, report) = open(dir.path(), config);
-    assert!(report.used_checkpoint);
+    // A store that never wrote a segment holds nothing to lose and opens as a fresh
+    // incarnation (its checkpoint, of the old one, is not used); any other clean close
+    // must restart from its checkpoint. (Proptest shrank a failure to the empty history.)
+    let never_wrote = report.new_incarnation && model.is_empty() && hints.is_empty();
+    assert!(report.used_checkpoint || never_wrote, "{report:?}");
     check_all(&s, &model, &hints);
 }
 
