@@ -26,33 +26,7 @@ impl Rotord {
 
     /// Starts a node on an existing data directory (for restarts).
     pub fn start_in(data: tempfile::TempDir, cores: &str) -> Rotord {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rotord"))
-            .args(["--listen", "127.0.0.1:0", "--cores", cores, "--data-dir"])
-            .arg(data.path())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("rotord starts");
-        let mut log = BufReader::new(child.stderr.take().expect("piped stderr"));
-        let mut listen = None;
-        let mut seen = String::new();
-        let mut line = String::new();
-        while listen.is_none() && log.read_line(&mut line).unwrap_or(0) > 0 {
-            seen.push_str(&line);
-            listen = line
-                .split_whitespace()
-                .find_map(|word| word.strip_prefix("listen="))
-                .and_then(|addr| addr.trim_matches(|c| c == '"' || c == ',').parse().ok());
-            line.clear();
-        }
-        let Some(listen) = listen else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("no listen address in the rotord log:\n{seen}");
-        };
-        // Keep draining the log so the node never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        let (child, listen) = spawn(data.path(), cores, &[]);
         let node = Rotord {
             child: Some(child),
             listen,
@@ -99,6 +73,54 @@ impl Drop for Rotord {
             terminate(child);
         }
     }
+}
+
+/// Starts `rotord` on `data` with `cores` shards (a count or a list) and `extra` flags,
+/// listening on a free loopback port; waits for its "node ready" log line and returns the
+/// process and its common address. The log keeps being drained (and echoed to stderr, which
+/// cargo shows for failing tests) so the node never blocks on a full pipe.
+pub fn spawn(data: &Path, cores: &str, extra: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rotord"))
+        .args(["--listen", "127.0.0.1:0", "--cores", cores])
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rotord starts");
+    let mut log = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut listen = None;
+    let mut ready = false;
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !ready && log.read_line(&mut line).unwrap_or(0) > 0 {
+        seen.push_str(&line);
+        if listen.is_none() {
+            listen = line
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("listen="))
+                .and_then(|addr| addr.parse().ok());
+        }
+        ready = line.contains("node ready");
+        line.clear();
+    }
+    let listen = match (listen, ready) {
+        (Some(listen), true) => listen,
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rotord did not start:\n{seen}");
+        }
+    };
+    std::thread::spawn(move || {
+        for line in log.lines().map_while(Result::ok) {
+            eprintln!("rotord: {line}");
+        }
+    });
+    (child, listen)
 }
 
 fn terminate(mut child: Child) -> ExitStatus {

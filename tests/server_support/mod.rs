@@ -7,10 +7,13 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
 use rotor::constants::PARTITIONS_DEFAULT;
@@ -76,47 +79,7 @@ pub enum Reply {
 impl Server {
     /// Starts `rotord` on `data` with extra flags (e.g. `--fsync always`), `cores` shards.
     pub fn start(data: &Path, cores: usize, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rotord"))
-            .args(["--listen", "127.0.0.1:0", "--cores", &cores.to_string()])
-            .arg("--data-dir")
-            .arg(data)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("rotord starts");
-        let mut log = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut listen = None;
-        let mut ready = false;
-        let mut seen = String::new();
-        let mut line = String::new();
-        while !ready && log.read_line(&mut line).unwrap_or(0) > 0 {
-            seen.push_str(&line);
-            if listen.is_none() {
-                listen = line
-                    .split_whitespace()
-                    .find_map(|word| word.strip_prefix("listen="))
-                    .and_then(|addr| addr.parse().ok());
-            }
-            ready = line.contains("node ready");
-            line.clear();
-        }
-        let listen = match (listen, ready) {
-            (Some(listen), true) => listen,
-            _ => {
-                let _ = child.kill();
-                panic!("rotord did not start:\n{seen}");
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe; echo it for
-        // failing tests (cargo shows it only then).
-        std::thread::spawn(move || {
-            for line in log.lines().map_while(Result::ok) {
-                eprintln!("rotord: {line}");
-            }
-        });
+        let (child, listen) = common::spawn(data, &cores.to_string(), extra);
         Server { child, listen }
     }
 
