@@ -354,3 +354,60 @@ pub const COMPACTION_BACKOFF_MS: u64 = 5_000;
 /// Latencies above this (microseconds) are recorded at this value in the STATS histograms.
 /// Each histogram costs about 20 KiB per shard at 2 significant digits up to one minute.
 pub const STATS_LATENCY_US_MAX: u64 = 60_000_000;
+
+// ---------------------------------------------------------------------------------------
+// Anti-entropy exchange (src/antientropy/)
+// ---------------------------------------------------------------------------------------
+
+/// Time between the starts of two Merkle exchanges of one shard at full rate, in
+/// milliseconds (10 exchanges per second). An exchange of two equal partitions costs one
+/// root request and reply (about 60 bytes with headers) and a root read on each side;
+/// a shard replicating 768 partitions (1024 x 3 over 4 nodes) compares each one with a
+/// peer every ~77 s, which bounds how long a silent divergence lives.
+pub const EXCHANGE_INTERVAL_MS_DEFAULT: u64 = 100;
+
+/// Most entries (received from peers plus pushed to them) one shard moves per second at
+/// full rate. Each entry is a key and its whole causal state (tens of bytes to a few MiB)
+/// merged and written to the store: at ~1 KiB per entry this is ~20 MiB/s of repair traffic
+/// and as many store writes, a fraction of one core's foreground capacity.
+pub const EXCHANGE_KEYS_PER_SEC_DEFAULT: u64 = 20_000;
+
+/// How long an exchange request waits for its reply, in milliseconds; past it the exchange
+/// is dropped (the next round starts over from the root) and the peer counts one failure
+/// in the failure detector. Longer than a keys reply of `EXCHANGE_REPLY_BYTES_MAX` takes on
+/// a busy link, short enough that a dead peer does not hold an exchange slot for long.
+pub const EXCHANGE_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+
+/// Exchanges one shard runs at once. Each holds at most `MERKLE_FANOUT` range requests or
+/// one keys request in flight; more exchanges repair a wiped node faster but compete with
+/// foreground requests for the same core.
+pub const EXCHANGES_IN_FLIGHT_MAX: usize = 2;
+
+/// Most leaf buckets named by one keys request. A leaf of a partition holding 1 M keys over
+/// 1024 leaves has ~1000 entries; 64 of them fill a reply of a few MiB, and the requester
+/// asks again for leaves a reply could not include.
+pub const EXCHANGE_LEAVES_PER_REQUEST_MAX: usize = 64;
+
+/// Largest keys reply or push a shard builds, in bytes of keys and states. Whole leaves are
+/// included until the next would pass it (the first always is, up to the frame limit), so a
+/// reply holds at most this plus one leaf in memory on each side.
+pub const EXCHANGE_REPLY_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Foreground latency (the runtime's p99.9 over its last report window, microseconds)
+/// above which anti-entropy halves its rate. 10 ms is ten times a healthy local request;
+/// past it repair yields to clients.
+pub const EXCHANGE_PRESSURE_LATENCY_US_DEFAULT: u64 = 10_000;
+
+/// The lowest share of the configured rates anti-entropy backs off to, out of 1024
+/// (1/64: one exchange every 6.4 s). Never zero, so a cluster under constant load still
+/// repairs, slowly.
+pub const EXCHANGE_RATE_SHARE_MIN: u32 = 16;
+
+/// How much of the full rate (out of 1024) each calm latency report gives back: 1/16, so
+/// from the floor to full rate takes 63 calm reports.
+pub const EXCHANGE_RATE_SHARE_INCREASE: u32 = 64;
+
+const _: () = assert!(EXCHANGE_REPLY_BYTES_MAX <= FRAME_BODY_BYTES_MAX);
+const _: () = assert!(EXCHANGE_LEAVES_PER_REQUEST_MAX <= MERKLE_BUCKETS_MAX);
+const _: () = assert!(EXCHANGE_RATE_SHARE_MIN >= 1 && EXCHANGE_RATE_SHARE_MIN <= 1024);
+const _: () = assert!(EXCHANGES_IN_FLIGHT_MAX >= 1);

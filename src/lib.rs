@@ -16,6 +16,8 @@
 //! - [`store`]: the per-core, memory-mapped, log-structured store with crash recovery,
 //!   compaction and a hint area.
 //! - [`gossip`]: membership by gossip and the local failure detector; sans-IO.
+//! - [`antientropy`]: replicas compare Merkle trees in the background and repair each
+//!   other (range and keys exchanges, rate-limited); sans-IO.
 //!
 //! Beside the request path: [`client`] is the bundled blocking client (partition- and
 //! shard-aware, pipelined) that the `rotor` CLI is built on; [`sim`] runs the sans-IO state machines of a whole cluster
@@ -37,6 +39,8 @@ pub mod causal;
 pub mod store;
 
 pub mod gossip;
+
+pub mod antientropy;
 
 pub mod sim;
 

@@ -1,5 +1,5 @@
 //! The deterministic cluster simulator: several nodes running the real coordinator,
-//! gossip, failure detector and hint delivery in one thread, over a simulated network and
+//! gossip, failure detector, hint delivery and anti-entropy in one thread, over a simulated network and
 //! clock, with clients whose history is checked ([`checker`]).
 //!
 //! Place in the flow: this is the test harness of the cluster layer, nothing in the
@@ -16,7 +16,15 @@
 //! (some one-way), and nodes crash (losing the writes their store had not synced, and then
 //! coming back as a new incarnation) and restart. Then the faults stop, the network heals,
 //! every node runs until its hints have drained, and every node reads every key; the
-//! checker judges those final reads.
+//! checker judges those final reads. Anti-entropy ([`crate::antientropy`]) runs on every
+//! node throughout, over trees computed on demand from each node's [`MemStore`].
+//!
+//! The wipe scenario ([`run_wipe_seed`]) runs the same workload (without crashes), drains
+//! the hints, then deletes one node's whole store (a new incarnation) and restarts it cut
+//! off from the others; once the network heals, nobody reads or writes, so only
+//! anti-entropy can refill it. It checks that every replica of every key ends equal to
+//! the merge of all nodes' states, reports the simulated time that took, and then runs the
+//! checker's final reads.
 
 pub mod checker;
 
@@ -24,7 +32,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt;
 
-use crate::causal::{Actor, Context};
+use crate::antientropy::{AntiEntropy, ExchangeAction, ExchangeConfig, ExchangeMessage};
+use crate::causal::{Actor, CausalState, Context, SiblingLimits};
 use crate::coordinator::{
     Action, ClientReply, ClientRequest, Config, Coordinator, MemDurability, MemStore, Options,
     Origin, PeerMessage, ReplicaStore,
@@ -105,6 +114,12 @@ pub struct SimReport {
     pub hinted_writes: u64,
     /// Simulated milliseconds the run took.
     pub sim_ms: u64,
+    /// Anti-entropy exchanges started.
+    pub exchanges: u64,
+    /// Anti-entropy messages sent.
+    pub exchange_messages: u64,
+    /// Keys whose state an anti-entropy merge changed.
+    pub keys_repaired: u64,
 }
 
 /// A failed run: the seed, what broke, and the end of the event log.
@@ -147,6 +162,62 @@ pub fn run_seed(seed: u64) -> Result<SimReport, SimFailure> {
     }
 }
 
+/// What the wipe scenario measured ([`run_wipe_seed`]).
+#[derive(Debug, Clone, Default)]
+pub struct WipeReport {
+    /// The node whose store was wiped.
+    pub wiped: u64,
+    /// Nodes in the cluster.
+    pub nodes: u64,
+    /// Keys with a state somewhere at the end.
+    pub keys: u64,
+    /// Keys the wiped node held before it lost them.
+    pub keys_lost: u64,
+    /// Simulated milliseconds from the network healing to every replica of every key
+    /// holding the merge of all nodes' states (checked every 50 ms).
+    pub refill_ms: u64,
+    /// Exchanges started meanwhile, over all nodes.
+    pub exchanges: u64,
+    /// Anti-entropy messages sent meanwhile.
+    pub messages: u64,
+    /// Their wire bytes.
+    pub bytes: u64,
+    /// Entries received plus pushed meanwhile.
+    pub entries_moved: u64,
+    /// The whole run.
+    pub run: SimReport,
+}
+
+/// The configuration of a wipe run of seed `seed`: the usual network faults, no crashes or
+/// partitions during the workload, and more keys (so the wiped node has something to lose).
+pub fn wipe_config(seed: u64) -> SimConfig {
+    SimConfig {
+        keys: 150,
+        ops_per_client: 60,
+        crashes: 0,
+        partitions: 0,
+        ..SimConfig::from_seed(seed)
+    }
+}
+
+/// Runs the wipe scenario of seed `seed`: a node's store is wiped after the workload and
+/// must be refilled by anti-entropy alone; every replica of every key must then hold the
+/// merge of all, and the final reads must pass the checker.
+pub fn run_wipe_seed(seed: u64) -> Result<WipeReport, SimFailure> {
+    let mut sim = Simulation::new(seed, wipe_config(seed));
+    match sim.run_wipe() {
+        Ok(mut report) => {
+            report.run = sim.report();
+            Ok(report)
+        }
+        Err(message) => Err(SimFailure {
+            seed,
+            message,
+            log: sim.log.iter().cloned().collect(),
+        }),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The simulation
 
@@ -163,6 +234,8 @@ const CLIENT_TIMEOUT_MS: u64 = 3_000;
 const SIM_REQUEST_TIMEOUT_MS: u32 = 600;
 /// Longest the cluster may take to form, to drain, or to answer the final reads.
 const PHASE_MS_MAX: u64 = 120_000;
+/// How often the wipe scenario checks whether anti-entropy has refilled the wiped node.
+const CONVERGENCE_CHECK_MS: u64 = 50;
 /// Events kept for a failure report.
 const LOG_LINES: usize = 400;
 
@@ -184,6 +257,8 @@ struct Simulation {
     lossy_crashes: u64,
     hinted_writes: u64,
     next_value: u64,
+    /// Anti-entropy figures of nodes since crashed (their machines are gone).
+    exchanges_before_crashes: crate::antientropy::ExchangeStats,
 }
 
 enum Event {
@@ -198,6 +273,12 @@ enum Event {
         from: NodeId,
         to: NodeId,
         message: GossipMessage,
+    },
+    Exchange {
+        from: Replica,
+        to: Replica,
+        request_id: u32,
+        message: ExchangeMessage,
     },
     Request {
         node: u64,
@@ -226,6 +307,7 @@ struct SimNode {
 enum NodeRun {
     Running {
         coordinator: Coordinator<MemStore>,
+        antientropy: AntiEntropy,
         gossip: Gossip,
         detector: FailureDetector,
         ring: Ring,
@@ -282,6 +364,20 @@ fn coordinator_config() -> Config {
     }
 }
 
+/// Anti-entropy in the simulation: an exchange every 50 ms per node (the default is
+/// 100 ms per shard), deadlines like the coordinator's.
+fn exchange_config() -> ExchangeConfig {
+    ExchangeConfig {
+        exchange_interval_ms: 50,
+        request_timeout_ms: u64::from(SIM_REQUEST_TIMEOUT_MS),
+        ..ExchangeConfig::default()
+    }
+}
+
+fn antientropy(node: u64) -> AntiEntropy {
+    AntiEntropy::new(replica(node), exchange_config(), SiblingLimits::default())
+}
+
 fn detector_config() -> DetectorConfig {
     DetectorConfig {
         ping_interval_ms: 50,
@@ -311,6 +407,7 @@ impl Simulation {
                     id: NodeId(id),
                     state: NodeRun::Running {
                         coordinator: Coordinator::new(replica(id), coordinator_config(), store),
+                        antientropy: antientropy(id),
                         gossip,
                         detector: FailureDetector::new(detector_config()),
                         ring,
@@ -344,6 +441,7 @@ impl Simulation {
             lossy_crashes: 0,
             hinted_writes: 0,
             next_value: 0,
+            exchanges_before_crashes: Default::default(),
         }
     }
 
@@ -356,6 +454,10 @@ impl Simulation {
             sim_ms: self.now,
             ..SimReport::default()
         };
+        let stats = self.exchange_stats();
+        report.exchanges = stats.started;
+        report.exchange_messages = stats.messages_sent;
+        report.keys_repaired = stats.keys_repaired;
         for write in self.history.writes() {
             match write.outcome {
                 Outcome::Acked(_) => report.acked_writes += 1,
@@ -371,6 +473,15 @@ impl Simulation {
         self.run_until(|sim| sim.formed(), "the cluster to form")?;
         self.note(format!("cluster formed: {:?}", self.config));
         // Phase 2: the workload under faults.
+        self.workload()?;
+        // Phase 3: heal, restart everything, drain hints.
+        self.heal_and_drain()?;
+        // Phase 4: every node reads every key.
+        self.final_reads()
+    }
+
+    /// The clients' operations, with the crashes and partitions of the configuration.
+    fn workload(&mut self) -> Result<(), String> {
         let start = self.now;
         for client in 0..self.config.clients {
             let at = start + self.rng.below(20);
@@ -391,16 +502,22 @@ impl Simulation {
             self.schedule(at, Event::Cut(links.clone()));
             self.schedule(at + lasts, Event::Heal(links));
         }
-        self.run_until(|sim| sim.workload_done(), "the workload to finish")?;
-        // Phase 3: heal, restart everything, drain hints.
+        self.run_until(|sim| sim.workload_done(), "the workload to finish")
+    }
+
+    /// Stops the faults, restarts every crashed node and runs until hints have drained.
+    fn heal_and_drain(&mut self) -> Result<(), String> {
         self.faults_on = false;
         self.cut.clear();
         for node in 1..=self.config.nodes {
             self.restart(node);
         }
         self.note("healed".to_owned());
-        self.run_until(|sim| sim.drained(), "hints to drain")?;
-        // Phase 4: every node reads every key.
+        self.run_until(|sim| sim.drained(), "hints to drain")
+    }
+
+    /// Every node reads every key; the checker judges the answers.
+    fn final_reads(&mut self) -> Result<(), String> {
         let keys: Vec<Vec<u8>> = (0..self.config.keys).map(key).collect();
         for node in 1..=self.config.nodes {
             let client = (node - 1) % self.config.clients;
@@ -421,6 +538,134 @@ impl Simulation {
             },
             "the final reads",
         )
+    }
+
+    /// The wipe scenario: after the workload and the hint drain, one node loses its whole
+    /// store (a new, empty incarnation), restarts cut off from the others, and once the
+    /// network heals only anti-entropy can refill it (nobody writes or reads meanwhile,
+    /// and the hints were delivered before the wipe).
+    fn run_wipe(&mut self) -> Result<WipeReport, String> {
+        self.schedule(0, Event::Tick);
+        self.run_until(|sim| sim.formed(), "the cluster to form")?;
+        self.note(format!("cluster formed: {:?}", self.config));
+        self.workload()?;
+        self.heal_and_drain()?;
+        let wiped = 1 + self.rng.below(self.config.nodes);
+        let keys_lost = self
+            .store_of(wiped)
+            .map_or(0, |store| store.states().count() as u64);
+        self.wipe(wiped);
+        let others: Vec<u64> = (1..=self.config.nodes).filter(|&n| n != wiped).collect();
+        let links: Vec<(u64, u64)> = others
+            .iter()
+            .flat_map(|&other| [(wiped, other), (other, wiped)])
+            .collect();
+        self.cut.extend(links.iter().copied());
+        let heal_at = self.now + 200 + self.rng.below(1_000);
+        self.schedule(heal_at, Event::Heal(links));
+        self.run_until(|sim| sim.now >= heal_at, "the heal")?;
+        self.note(format!("n{wiped} reconnected"));
+        let before = self.exchange_stats();
+        let limit = self.now + PHASE_MS_MAX;
+        loop {
+            let (keys, divergent) = self.divergence()?;
+            if divergent == 0 {
+                let after = self.exchange_stats();
+                let report = WipeReport {
+                    wiped,
+                    nodes: self.config.nodes,
+                    keys,
+                    keys_lost,
+                    refill_ms: self.now - heal_at,
+                    exchanges: after.started - before.started,
+                    messages: after.messages_sent - before.messages_sent,
+                    bytes: after.bytes_sent - before.bytes_sent,
+                    entries_moved: (after.entries_received - before.entries_received)
+                        + (after.entries_pushed - before.entries_pushed),
+                    run: SimReport::default(),
+                };
+                self.note(format!("refilled: {report:?}"));
+                self.final_reads()?;
+                return Ok(report);
+            }
+            if self.now > limit {
+                return Err(format!(
+                    "anti-entropy left {divergent} replica states of {keys} keys different \
+                     from the merge after {PHASE_MS_MAX} ms"
+                ));
+            }
+            let next = self.now + CONVERGENCE_CHECK_MS;
+            self.run_until(|sim| sim.now >= next, "anti-entropy to refill")?;
+        }
+    }
+
+    /// Replaces a node's store by an empty one of a new incarnation (its data directory
+    /// deleted) and restarts it. The membership file is kept: the node rejoins as itself.
+    fn wipe(&mut self, node: u64) {
+        let fresh = Actor(self.rng.next_u64());
+        let durability = self.config.durability;
+        let Some(slot) = self.nodes.get_mut((node - 1) as usize) else {
+            return;
+        };
+        let empty = MemStore::new(fresh, durability, 1 << 20);
+        if let NodeRun::Running { antientropy, .. } =
+            std::mem::replace(&mut slot.state, NodeRun::Crashed(empty))
+        {
+            self.exchanges_before_crashes.add(&antientropy.stats());
+        }
+        self.note(format!("wipe n{node}"));
+        self.restart(node);
+    }
+
+    /// (Keys that exist somewhere, replica states that differ from the merge of every
+    /// node's state of their key.)
+    fn divergence(&self) -> Result<(u64, u64), String> {
+        let Some(NodeRun::Running { ring, .. }) = self.nodes.first().map(|n| &n.state) else {
+            return Err("node 1 is not running".to_owned());
+        };
+        let n = usize::from(coordinator_config().n);
+        let (mut keys, mut divergent) = (0, 0);
+        for index in 0..self.config.keys {
+            let key = key(index);
+            let partition = ring.partition_of(&key).0;
+            let mut merged = CausalState::new();
+            let mut states = BTreeMap::new();
+            for node in 1..=self.config.nodes {
+                let store = self
+                    .store_of(node)
+                    .ok_or_else(|| format!("n{node} is not running"))?;
+                let state = store
+                    .get_state(partition, &key)
+                    .map_err(|e| e.to_string())?
+                    .unwrap_or_default();
+                merged = merged.merge(&state).map_err(|e| e.to_string())?.0;
+                states.insert(node, state);
+            }
+            if merged.is_empty() {
+                continue;
+            }
+            keys += 1;
+            for replica in ring
+                .preference_list(crate::ring::PartitionId(partition), n)
+                .iter()
+            {
+                if states.get(&replica.node.0) != Some(&merged) {
+                    divergent += 1;
+                }
+            }
+        }
+        Ok((keys, divergent))
+    }
+
+    fn store_of(&self, node: u64) -> Option<&MemStore> {
+        match &self
+            .nodes
+            .get(usize::try_from(node).ok()?.checked_sub(1)?)?
+            .state
+        {
+            NodeRun::Running { coordinator, .. } => Some(coordinator.store()),
+            NodeRun::Crashed(_) => None,
+        }
     }
 
     /// Processes events until `done` holds (checked after every event).
@@ -535,6 +780,29 @@ impl Simulation {
                     coordinator.peer_message(now, from, request_id, message, ring, detector, out)
                 });
             }
+            Event::Exchange {
+                from,
+                to,
+                request_id,
+                message,
+            } => {
+                if self.cut.contains(&(from.node.0, to.node.0)) {
+                    return Ok(());
+                }
+                let now = self.now;
+                let mut out = Vec::new();
+                if let Some(NodeRun::Running {
+                    coordinator,
+                    antientropy,
+                    ring,
+                    ..
+                }) = self.running(to.node.0)
+                {
+                    let store = coordinator.store_mut();
+                    antientropy.message(now, from, request_id, message, ring, store, &mut out);
+                }
+                self.exchange_actions(to.node.0, out);
+            }
             Event::Gossip { from, to, message } => {
                 if self.cut.contains(&(from.0, to.0)) {
                     return Ok(());
@@ -607,9 +875,11 @@ impl Simulation {
         for index in 0..self.nodes.len() {
             let node = index as u64 + 1;
             let mut out = Vec::new();
+            let mut exchange_out = Vec::new();
             let mut gossip_out = Vec::new();
             if let Some(NodeRun::Running {
                 coordinator,
+                antientropy,
                 gossip,
                 detector,
                 ring,
@@ -620,6 +890,7 @@ impl Simulation {
                     coordinator.store_mut().sync();
                 }
                 coordinator.tick(now, ring, detector, &mut out);
+                antientropy.tick(now, ring, detector, &mut exchange_out);
                 for (peer, nonce) in detector.tick(now) {
                     let ping = GossipMessage::Ping {
                         nonce,
@@ -630,6 +901,7 @@ impl Simulation {
                 gossip_out.extend(gossip.tick(now));
             }
             self.actions(node, out);
+            self.exchange_actions(node, exchange_out);
             for (peer, message) in gossip_out {
                 self.send_gossip(node, peer, message);
             }
@@ -734,6 +1006,39 @@ impl Simulation {
         }
     }
 
+    fn exchange_actions(&mut self, node: u64, actions: Vec<ExchangeAction>) {
+        for action in actions {
+            match action {
+                ExchangeAction::Send {
+                    to,
+                    request_id,
+                    message,
+                } => self.send(node, to.node.0, || Event::Exchange {
+                    from: replica(node),
+                    to,
+                    request_id,
+                    message: message.clone(),
+                }),
+                ExchangeAction::Unresponsive { node: silent } => {
+                    if let Some(NodeRun::Running { detector, .. }) = self.running(node) {
+                        detector.failed(silent);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Anti-entropy figures over every node, crashed machines included.
+    fn exchange_stats(&self) -> crate::antientropy::ExchangeStats {
+        let mut total = self.exchanges_before_crashes;
+        for node in &self.nodes {
+            if let NodeRun::Running { antientropy, .. } = &node.state {
+                total.add(&antientropy.stats());
+            }
+        }
+        total
+    }
+
     fn crash(&mut self, node: u64) {
         let fresh = Actor(self.rng.next_u64());
         let keep_roll = self.rng.next_u64();
@@ -745,7 +1050,12 @@ impl Simulation {
             NodeRun::Crashed(MemStore::new(fresh, MemDurability::Always, 0)),
         );
         match run {
-            NodeRun::Running { coordinator, .. } => {
+            NodeRun::Running {
+                coordinator,
+                antientropy,
+                ..
+            } => {
+                self.exchanges_before_crashes.add(&antientropy.stats());
                 let mut store = coordinator.into_store();
                 let keep = (keep_roll % (store.unsynced_len() as u64 + 1)) as usize;
                 let lost = store.crash(keep, fresh);
@@ -792,6 +1102,7 @@ impl Simulation {
         detector.set_peers(gossip.peers());
         slot.state = NodeRun::Running {
             coordinator: Coordinator::new(replica(node), coordinator_config(), store),
+            antientropy: antientropy(node),
             gossip,
             detector,
             ring,

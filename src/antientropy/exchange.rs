@@ -1,0 +1,713 @@
+//! One shard's anti-entropy: the requester side (choosing partitions and peers, walking
+//! the trees down, merging and pushing) and the responder side, over one store.
+//!
+//! Place in the flow: the runtime calls [`AntiEntropy::tick`] on its timer,
+//! [`AntiEntropy::message`] for every exchange message addressed to this shard and
+//! [`AntiEntropy::set_pressure`] with its foreground latency, and carries out the
+//! [`ExchangeAction`]s. The ring and the failure detector's view come in with every call,
+//! as for the coordinator.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::rate::RateLimiter;
+use super::shape::{leaf_of, level_width, FANOUT, LEAVES, LEVELS};
+use super::view::MerkleView;
+use super::{Entry, ExchangeAction, ExchangeConfig, ExchangeMessage, ExchangeStats};
+use crate::causal::{CausalState, SiblingLimits};
+use crate::constants::{BATCH_ENTRIES_MAX, MERKLE_BUCKETS_MAX};
+use crate::coordinator::{Liveness, ReplicaStore};
+use crate::ring::{PartitionId, Replica, Ring};
+use crate::wire::ErrorCode;
+
+/// The anti-entropy state machine of one shard.
+#[derive(Debug)]
+pub struct AntiEntropy {
+    /// This shard.
+    local: Replica,
+    config: ExchangeConfig,
+    rate: RateLimiter,
+    sibling_limits: SiblingLimits,
+    /// The next partition to consider (round-robin over the ring).
+    next_partition: u32,
+    /// Per partition, the index of the next peer to compare with (round-robin over the
+    /// other replicas of its preference list).
+    peer_turn: BTreeMap<u32, usize>,
+    exchanges: BTreeMap<u64, Exchange>,
+    /// Requests awaiting a reply, by request id.
+    pending: BTreeMap<u32, Pending>,
+    next_exchange: u64,
+    next_request_id: u32,
+    stats: ExchangeStats,
+}
+
+/// An exchange in flight with one peer about one partition.
+#[derive(Debug)]
+struct Exchange {
+    partition: u32,
+    peer: Replica,
+    /// Requests of this exchange still awaiting replies.
+    requests: BTreeSet<u32>,
+    /// Differing leaves not asked for yet, in order.
+    leaves: Vec<u32>,
+    /// Whether a keys request is in flight (one at a time, so the key budget is checked
+    /// before each).
+    keys_in_flight: bool,
+}
+
+/// A request awaiting its reply.
+#[derive(Debug, Clone)]
+struct Pending {
+    exchange: u64,
+    to: Replica,
+    deadline: u64,
+    asked: Asked,
+}
+
+#[derive(Debug, Clone)]
+enum Asked {
+    Range {
+        partition: u32,
+        level: u8,
+        start: u32,
+        count: u32,
+    },
+    Keys {
+        partition: u32,
+        buckets: Vec<u32>,
+    },
+}
+
+impl AntiEntropy {
+    /// The anti-entropy of shard `local`.
+    pub fn new(local: Replica, config: ExchangeConfig, sibling_limits: SiblingLimits) -> Self {
+        AntiEntropy {
+            local,
+            rate: RateLimiter::new(&config),
+            config,
+            sibling_limits,
+            next_partition: 0,
+            peer_turn: BTreeMap::new(),
+            exchanges: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_exchange: 1,
+            next_request_id: 1,
+            stats: ExchangeStats::default(),
+        }
+    }
+
+    /// What this shard's anti-entropy has done so far.
+    pub fn stats(&self) -> ExchangeStats {
+        self.stats
+    }
+
+    /// Exchanges in flight.
+    pub fn in_flight(&self) -> usize {
+        self.exchanges.len()
+    }
+
+    /// The rate limiter (its share and key budget).
+    pub fn rate(&self) -> &RateLimiter {
+        &self.rate
+    }
+
+    /// The runtime's latest foreground latency, microseconds (e.g. its p99.9 over the
+    /// last second): above the configured threshold the rate halves, else it grows back
+    /// by a step. Returns the new share out of [`super::SHARE_FULL`].
+    pub fn set_pressure(&mut self, latency_us: u64) -> u32 {
+        self.rate.set_pressure(latency_us)
+    }
+
+    /// Time passed: deadlines, exchanges with peers gone down, leaves waiting for key
+    /// budget, and a new exchange if the rate allows.
+    pub fn tick(
+        &mut self,
+        now: u64,
+        ring: &Ring,
+        live: &dyn Liveness,
+        out: &mut Vec<ExchangeAction>,
+    ) {
+        self.rate.refill(now);
+        let expired: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            let Some(pending) = self.pending.remove(&id) else {
+                continue;
+            };
+            out.push(ExchangeAction::Unresponsive {
+                node: pending.to.node,
+            });
+            self.drop_exchange(pending.exchange);
+        }
+        let gone: Vec<u64> = self
+            .exchanges
+            .iter()
+            .filter(|(_, e)| !live.is_reachable(e.peer.node))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            self.drop_exchange(id);
+        }
+        let waiting: Vec<u64> = self.exchanges.keys().copied().collect();
+        for id in waiting {
+            self.advance(now, id, out);
+        }
+        if self.exchanges.len() < self.config.in_flight_max && self.rate.may_start(now) {
+            self.start_exchange(now, ring, live, out);
+        }
+    }
+
+    /// An exchange message from shard `from` arrived.
+    #[allow(clippy::too_many_arguments)]
+    pub fn message<S: MerkleView + ReplicaStore>(
+        &mut self,
+        now: u64,
+        from: Replica,
+        request_id: u32,
+        message: ExchangeMessage,
+        ring: &Ring,
+        store: &mut S,
+        out: &mut Vec<ExchangeAction>,
+    ) {
+        match message {
+            ExchangeMessage::Range {
+                partition,
+                level,
+                start,
+                count,
+            } => {
+                let reply = if !self.replicates(ring, partition) {
+                    refused(partition)
+                } else {
+                    let count = count.min(u32::try_from(MERKLE_BUCKETS_MAX).unwrap_or(u32::MAX));
+                    let hashes = if level < LEVELS {
+                        store.merkle_hashes(partition, level, start, count)
+                    } else {
+                        Vec::new()
+                    };
+                    ExchangeMessage::RangeReply {
+                        partition,
+                        level,
+                        start,
+                        hashes,
+                    }
+                };
+                self.send(from, request_id, reply, out);
+            }
+            ExchangeMessage::Keys { partition, buckets } => {
+                let reply = if self.replicates(ring, partition) {
+                    self.keys_reply(partition, &buckets, store)
+                } else {
+                    refused(partition)
+                };
+                self.send(from, request_id, reply, out);
+            }
+            ExchangeMessage::Push { partition, entries } => {
+                // Data for a partition this shard does not replicate is not taken.
+                if self.replicates(ring, partition) {
+                    self.stats.entries_received += entries.len() as u64;
+                    for entry in &entries {
+                        let Ok(incoming) = CausalState::decode(&entry.state) else {
+                            self.stats.bad_entries += 1;
+                            continue;
+                        };
+                        let _ = self.merge_into(store, partition, &entry.key, &incoming);
+                    }
+                }
+            }
+            ExchangeMessage::RangeReply {
+                partition,
+                level,
+                start,
+                hashes,
+            } => self.on_range_reply(
+                now,
+                from,
+                request_id,
+                (partition, level, start, hashes),
+                store,
+                out,
+            ),
+            ExchangeMessage::KeysReply {
+                partition,
+                buckets,
+                entries,
+            } => self.on_keys_reply(
+                now, from, request_id, partition, buckets, entries, store, out,
+            ),
+            ExchangeMessage::Refused { partition, .. } => {
+                let about = |asked: &Asked| match asked {
+                    Asked::Range { partition: p, .. } | Asked::Keys { partition: p, .. } => {
+                        *p == partition
+                    }
+                };
+                if let Some(pending) = self.take_pending(from, request_id, about) {
+                    self.drop_exchange(pending.exchange);
+                }
+            }
+        }
+    }
+
+    // --- requester -------------------------------------------------------------------
+
+    /// Starts an exchange about the next partition this shard replicates that has a
+    /// reachable peer.
+    fn start_exchange(
+        &mut self,
+        now: u64,
+        ring: &Ring,
+        live: &dyn Liveness,
+        out: &mut Vec<ExchangeAction>,
+    ) {
+        let q = ring.q();
+        if q == 0 {
+            return;
+        }
+        for _ in 0..q {
+            let partition = self.next_partition % q;
+            self.next_partition = (partition + 1) % q;
+            let replicas = ring.preference_list(PartitionId(partition), usize::from(self.config.n));
+            if !replicas.contains(&self.local) {
+                continue;
+            }
+            if self.exchanges.values().any(|e| e.partition == partition) {
+                continue;
+            }
+            let peers: Vec<Replica> = replicas
+                .iter()
+                .copied()
+                .filter(|r| r.node != self.local.node)
+                .collect();
+            if peers.is_empty() {
+                continue;
+            }
+            let turn = self.peer_turn.get(&partition).copied().unwrap_or(0);
+            let chosen = (0..peers.len())
+                .map(|i| (turn + i) % peers.len())
+                .find(|&i| peers.get(i).is_some_and(|p| live.is_reachable(p.node)));
+            let Some(index) = chosen else { continue };
+            let Some(&peer) = peers.get(index) else {
+                continue;
+            };
+            self.peer_turn.insert(partition, index + 1);
+            self.rate.started(now);
+            self.stats.started += 1;
+            let id = self.next_exchange;
+            self.next_exchange += 1;
+            self.exchanges.insert(
+                id,
+                Exchange {
+                    partition,
+                    peer,
+                    requests: BTreeSet::new(),
+                    leaves: Vec::new(),
+                    keys_in_flight: false,
+                },
+            );
+            self.ask(
+                now,
+                id,
+                Asked::Range {
+                    partition,
+                    level: 0,
+                    start: 0,
+                    count: 1,
+                },
+                out,
+            );
+            return;
+        }
+        // Nothing to compare (no reachable peer anywhere): look again an interval later,
+        // not on every tick (the scan costs a preference list per partition).
+        self.rate.started(now);
+    }
+
+    fn on_range_reply<S: MerkleView>(
+        &mut self,
+        now: u64,
+        from: Replica,
+        request_id: u32,
+        (partition, level, start, hashes): (u32, u8, u32, Vec<u64>),
+        store: &S,
+        out: &mut Vec<ExchangeAction>,
+    ) {
+        let answers = |asked: &Asked| match *asked {
+            Asked::Range {
+                partition: p,
+                level: l,
+                start: s,
+                count,
+            } => p == partition && l == level && s == start && hashes.len() <= count as usize,
+            Asked::Keys { .. } => false,
+        };
+        let Some(pending) = self.take_pending(from, request_id, answers) else {
+            return;
+        };
+        let id = pending.exchange;
+        let count = u32::try_from(hashes.len()).unwrap_or(u32::MAX);
+        let mine = store.merkle_hashes(partition, level, start, count);
+        let differing: Vec<u32> = hashes
+            .iter()
+            .enumerate()
+            .filter(|&(i, theirs)| mine.get(i).copied().unwrap_or(0) != *theirs)
+            .filter_map(|(i, _)| start.checked_add(u32::try_from(i).ok()?))
+            .collect();
+        if level == 0 && differing.is_empty() {
+            self.stats.equal_roots += 1;
+        }
+        if level + 1 >= LEVELS {
+            if let Some(exchange) = self.exchanges.get_mut(&id) {
+                exchange.leaves.extend(differing);
+            }
+        } else {
+            for (first, count) in child_ranges(&differing, level + 1) {
+                self.ask(
+                    now,
+                    id,
+                    Asked::Range {
+                        partition,
+                        level: level + 1,
+                        start: first,
+                        count,
+                    },
+                    out,
+                );
+            }
+        }
+        self.advance(now, id, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_keys_reply<S: MerkleView + ReplicaStore>(
+        &mut self,
+        now: u64,
+        from: Replica,
+        request_id: u32,
+        partition: u32,
+        buckets: Vec<u32>,
+        entries: Vec<Entry>,
+        store: &mut S,
+        out: &mut Vec<ExchangeAction>,
+    ) {
+        let answers = |asked: &Asked| match asked {
+            Asked::Keys {
+                partition: p,
+                buckets: asked,
+            } => *p == partition && buckets.iter().all(|b| asked.contains(b)),
+            Asked::Range { .. } => false,
+        };
+        let Some(pending) = self.take_pending(from, request_id, answers) else {
+            return;
+        };
+        let Asked::Keys { buckets: asked, .. } = pending.asked else {
+            return;
+        };
+        let id = pending.exchange;
+        if let Some(exchange) = self.exchanges.get_mut(&id) {
+            exchange.keys_in_flight = false;
+            // Leaves the reply could not hold are asked again, unless it held none (a
+            // leaf too large for one reply: left to the next exchange, not retried in a
+            // loop).
+            if !buckets.is_empty() {
+                let rest = asked.iter().filter(|b| !buckets.contains(b));
+                let mut leaves: Vec<u32> = rest.copied().collect();
+                leaves.append(&mut exchange.leaves);
+                exchange.leaves = leaves;
+            }
+        }
+        self.stats.entries_received += entries.len() as u64;
+        // The peer's states of the listed leaves, then ours; every key of either side.
+        let mut theirs: BTreeMap<Vec<u8>, Option<CausalState>> = BTreeMap::new();
+        for entry in entries {
+            if !buckets.contains(&leaf_of(&entry.key)) {
+                self.stats.bad_entries += 1; // Not in a leaf it claims to include.
+                continue;
+            }
+            match CausalState::decode(&entry.state) {
+                Ok(state) => {
+                    theirs.insert(entry.key, Some(state));
+                }
+                Err(_) => {
+                    // Unknown to us: neither merged nor pushed over.
+                    self.stats.bad_entries += 1;
+                }
+            }
+        }
+        let mut keys: BTreeSet<Vec<u8>> = theirs.keys().cloned().collect();
+        keys.extend(
+            store
+                .bucket_entries(partition, &buckets)
+                .into_iter()
+                .map(|(key, _)| key),
+        );
+        let mut push = Vec::new();
+        let mut charged = theirs.len();
+        for key in keys {
+            let incoming = theirs.get(&key).cloned().flatten();
+            let merged = match &incoming {
+                Some(state) => self.merge_into(store, partition, &key, state),
+                None => store.get_state(partition, &key).ok().flatten(),
+            };
+            let Some(merged) = merged else { continue };
+            if incoming.as_ref() != Some(&merged) && !merged.is_empty() {
+                push.push(Entry {
+                    key,
+                    state: merged.to_bytes(),
+                });
+            }
+        }
+        charged += push.len();
+        self.stats.entries_pushed += push.len() as u64;
+        for batch in batches(push, self.config.reply_bytes_max) {
+            let message = ExchangeMessage::Push {
+                partition,
+                entries: batch,
+            };
+            self.send(from, 0, message, out);
+        }
+        self.rate.charge(charged);
+        self.advance(now, id, out);
+    }
+
+    /// Sends the next keys request if leaves wait and the budget allows; finishes the
+    /// exchange once nothing is left.
+    fn advance(&mut self, now: u64, id: u64, out: &mut Vec<ExchangeAction>) {
+        let Some(exchange) = self.exchanges.get_mut(&id) else {
+            return;
+        };
+        if !exchange.keys_in_flight && !exchange.leaves.is_empty() && self.rate.keys_ok() {
+            let take = exchange
+                .leaves
+                .len()
+                .min(self.config.leaves_per_request.max(1));
+            let buckets: Vec<u32> = exchange.leaves.drain(..take).collect();
+            exchange.keys_in_flight = true;
+            let partition = exchange.partition;
+            self.ask(now, id, Asked::Keys { partition, buckets }, out);
+            return;
+        }
+        if exchange.requests.is_empty() && exchange.leaves.is_empty() {
+            self.exchanges.remove(&id);
+            self.stats.completed += 1;
+        }
+    }
+
+    fn ask(&mut self, now: u64, id: u64, asked: Asked, out: &mut Vec<ExchangeAction>) {
+        let Some(exchange) = self.exchanges.get_mut(&id) else {
+            return;
+        };
+        let request_id = loop {
+            // Skips ids still pending after a wrap-around; 0 is kept for pushes.
+            let candidate = self.next_request_id;
+            self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+            if !self.pending.contains_key(&candidate) {
+                break candidate;
+            }
+        };
+        exchange.requests.insert(request_id);
+        let to = exchange.peer;
+        let message = match &asked {
+            Asked::Range {
+                partition,
+                level,
+                start,
+                count,
+            } => ExchangeMessage::Range {
+                partition: *partition,
+                level: *level,
+                start: *start,
+                count: *count,
+            },
+            Asked::Keys { partition, buckets } => ExchangeMessage::Keys {
+                partition: *partition,
+                buckets: buckets.clone(),
+            },
+        };
+        self.pending.insert(
+            request_id,
+            Pending {
+                exchange: id,
+                to,
+                deadline: now + self.config.request_timeout_ms,
+                asked,
+            },
+        );
+        self.send(to, request_id, message, out);
+    }
+
+    /// Removes the request a reply answers if it came from the shard it was sent to and
+    /// `answers` what was asked; counts anything else as stale (the request still waits).
+    fn take_pending(
+        &mut self,
+        from: Replica,
+        request_id: u32,
+        answers: impl Fn(&Asked) -> bool,
+    ) -> Option<Pending> {
+        match self.pending.get(&request_id) {
+            Some(pending) if pending.to == from && answers(&pending.asked) => {
+                let pending = self.pending.remove(&request_id)?;
+                if let Some(exchange) = self.exchanges.get_mut(&pending.exchange) {
+                    exchange.requests.remove(&request_id);
+                }
+                Some(pending)
+            }
+            _ => {
+                self.stats.stale_replies += 1;
+                None
+            }
+        }
+    }
+
+    fn drop_exchange(&mut self, id: u64) {
+        if let Some(exchange) = self.exchanges.remove(&id) {
+            for request in exchange.requests {
+                self.pending.remove(&request);
+            }
+            self.stats.dropped += 1;
+        }
+    }
+
+    // --- both sides ------------------------------------------------------------------
+
+    /// Merges `incoming` into the stored state of a key, storing the result if it changed;
+    /// returns the merged state (`None` if the store failed or the merge was refused: the
+    /// key is left for a later exchange).
+    fn merge_into<S: ReplicaStore>(
+        &mut self,
+        store: &mut S,
+        partition: u32,
+        key: &[u8],
+        incoming: &CausalState,
+    ) -> Option<CausalState> {
+        let stored = store.get_state(partition, key).ok()?.unwrap_or_default();
+        let Ok((merged, _)) = stored.merge_with_limits(incoming, &self.sibling_limits) else {
+            self.stats.bad_entries += 1;
+            return None;
+        };
+        if merged != stored {
+            store.put_state(partition, key, &merged).ok()?;
+            self.stats.keys_repaired += 1;
+        }
+        Some(merged)
+    }
+
+    /// A keys reply: whole leaves in the order asked, until the byte or entry bound (the
+    /// first leaf always, if the frame can hold it).
+    fn keys_reply<S: MerkleView>(
+        &self,
+        partition: u32,
+        asked: &[u32],
+        store: &S,
+    ) -> ExchangeMessage {
+        let mut wanted: Vec<u32> = asked.iter().copied().filter(|&b| b < LEAVES).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted.truncate(self.config.leaves_per_request.max(1));
+        let mut by_leaf: BTreeMap<u32, Vec<Entry>> = BTreeMap::new();
+        for (key, state) in store.bucket_entries(partition, &wanted) {
+            by_leaf
+                .entry(leaf_of(&key))
+                .or_default()
+                .push(Entry { key, state });
+        }
+        let (mut buckets, mut entries, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+        for leaf in wanted {
+            let leaf_entries = by_leaf.remove(&leaf).unwrap_or_default();
+            let leaf_bytes: usize = leaf_entries.iter().map(entry_bytes).sum();
+            let fits = bytes + leaf_bytes <= self.config.reply_bytes_max
+                && entries.len() + leaf_entries.len() <= BATCH_ENTRIES_MAX;
+            let first_fits = buckets.is_empty()
+                && leaf_bytes <= crate::constants::FRAME_BODY_BYTES_MAX / 2
+                && leaf_entries.len() <= BATCH_ENTRIES_MAX;
+            if !(fits || first_fits) {
+                break;
+            }
+            bytes += leaf_bytes;
+            buckets.push(leaf);
+            entries.extend(leaf_entries);
+        }
+        ExchangeMessage::KeysReply {
+            partition,
+            buckets,
+            entries,
+        }
+    }
+
+    fn send(
+        &mut self,
+        to: Replica,
+        request_id: u32,
+        message: ExchangeMessage,
+        out: &mut Vec<ExchangeAction>,
+    ) {
+        self.stats.messages_sent += 1;
+        self.stats.bytes_sent += message.wire_bytes() as u64;
+        out.push(ExchangeAction::Send {
+            to,
+            request_id,
+            message,
+        });
+    }
+
+    fn replicates(&self, ring: &Ring, partition: u32) -> bool {
+        partition < ring.q()
+            && ring
+                .preference_list(PartitionId(partition), usize::from(self.config.n))
+                .contains(&self.local)
+    }
+}
+
+fn refused(partition: u32) -> ExchangeMessage {
+    ExchangeMessage::Refused {
+        partition,
+        code: ErrorCode::NotOwner,
+    }
+}
+
+/// The ranges of `level` under the differing buckets of the level above: each parent's
+/// `FANOUT` children, adjacent runs joined into one request (bounded by the wire's bucket
+/// limit and the level's width).
+fn child_ranges(parents: &[u32], level: u8) -> Vec<(u32, u32)> {
+    let width = level_width(level);
+    let max = u32::try_from(MERKLE_BUCKETS_MAX).unwrap_or(u32::MAX);
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for &parent in parents {
+        let Some(first) = parent.checked_mul(FANOUT).filter(|&f| f < width) else {
+            continue;
+        };
+        let count = FANOUT.min(width - first);
+        match ranges.last_mut() {
+            Some((start, len)) if *start + *len == first && *len + count <= max => *len += count,
+            _ => ranges.push((first, count)),
+        }
+    }
+    ranges
+}
+
+fn entry_bytes(entry: &Entry) -> usize {
+    8 + entry.key.len() + entry.state.len()
+}
+
+/// Splits entries into pushes of at most `bytes_max` bytes (and `BATCH_ENTRIES_MAX`
+/// entries) each; an entry larger than the bound goes alone.
+fn batches(entries: Vec<Entry>, bytes_max: usize) -> Vec<Vec<Entry>> {
+    let mut out: Vec<Vec<Entry>> = Vec::new();
+    let mut bytes = 0;
+    for entry in entries {
+        let size = entry_bytes(&entry);
+        match out.last_mut() {
+            Some(batch) if bytes + size <= bytes_max && batch.len() < BATCH_ENTRIES_MAX => {
+                bytes += size;
+                batch.push(entry);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![entry]);
+            }
+        }
+    }
+    out
+}
