@@ -13,48 +13,39 @@
 //! workload and checks that anti-entropy alone makes every replica equal to the merge of
 //! all; `-- --nocapture` prints the simulated refill times.
 
-use rotor::sim::{run_seed, run_wipe_seed, SimFailure, WipeReport};
+use rotor::sim::{run_seed, run_wipe_seed, SimFailure, SimReport, WipeReport};
 
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-#[test]
-fn every_seed_keeps_the_history_properties() {
-    if let Some(seed) = env("ROTOR_SIM_SEED") {
-        match run_seed(seed) {
+/// Runs seeds `start..start + count` through `run` and returns their reports, panicking
+/// with the first failure once all have run; or, when the variable `one` names a seed,
+/// replays only that one, prints its report and returns `None`.
+fn seeds<R: std::fmt::Debug>(
+    one: &str,
+    start: u64,
+    count: u64,
+    run: fn(u64) -> Result<R, SimFailure>,
+) -> Option<Vec<R>> {
+    if let Some(seed) = env(one) {
+        match run(seed) {
             Ok(report) => println!("seed {seed} passed: {report:?}"),
             Err(failure) => panic!("{failure}"),
         }
-        return;
+        return None;
     }
-    let start = env("ROTOR_SIM_START").unwrap_or(0);
-    let count = env("ROTOR_SIM_SEEDS").unwrap_or(1_000);
+    let mut reports = Vec::new();
     let mut failures: Vec<SimFailure> = Vec::new();
-    let (mut acked, mut failed, mut siblings, mut lossy, mut hinted) = (0, 0, 0, 0, 0);
-    let (mut exchanges, mut repaired) = (0, 0);
     for seed in start..start + count {
-        match run_seed(seed) {
-            Ok(report) => {
-                acked += report.acked_writes;
-                failed += report.failed_writes;
-                siblings += report.sibling_reads;
-                lossy += report.lossy_crashes;
-                hinted += report.hinted_writes;
-                exchanges += report.exchanges;
-                repaired += report.keys_repaired;
-            }
+        match run(seed) {
+            Ok(report) => reports.push(report),
             Err(failure) => {
                 eprintln!("FAILED seed {}: {}", failure.seed, failure.message);
                 failures.push(failure);
             }
         }
     }
-    println!(
-        "{count} seeds from {start}: {acked} acknowledged writes, {failed} failed, {siblings} final reads \
-         with required siblings, {lossy} crashes that lost unsynced writes, {hinted} hinted writes, \
-         {exchanges} anti-entropy exchanges repairing {repaired} key states"
-    );
     if let Some(first) = failures.first() {
         let seeds: Vec<u64> = failures.iter().map(|f| f.seed).collect();
         panic!(
@@ -62,6 +53,31 @@ fn every_seed_keeps_the_history_properties() {
             failures.len()
         );
     }
+    Some(reports)
+}
+
+#[test]
+fn every_seed_keeps_the_history_properties() {
+    let start = env("ROTOR_SIM_START").unwrap_or(0);
+    let count = env("ROTOR_SIM_SEEDS").unwrap_or(1_000);
+    let Some(reports) = seeds("ROTOR_SIM_SEED", start, count, run_seed) else {
+        return;
+    };
+    let sum = |f: fn(&SimReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let (siblings, lossy, hinted) = (
+        sum(|r| r.sibling_reads),
+        sum(|r| r.lossy_crashes),
+        sum(|r| r.hinted_writes),
+    );
+    let repaired = sum(|r| r.keys_repaired);
+    println!(
+        "{count} seeds from {start}: {} acknowledged writes, {} failed, {siblings} final reads \
+         with required siblings, {lossy} crashes that lost unsynced writes, {hinted} hinted writes, \
+         {} anti-entropy exchanges repairing {repaired} key states",
+        sum(|r| r.acked_writes),
+        sum(|r| r.failed_writes),
+        sum(|r| r.exchanges),
+    );
     // The runs must exercise what they check.
     if count >= 100 {
         assert!(siblings > 0, "no run required siblings");
@@ -73,32 +89,10 @@ fn every_seed_keeps_the_history_properties() {
 
 #[test]
 fn a_wiped_node_is_refilled_by_anti_entropy_alone() {
-    if let Some(seed) = env("ROTOR_SIM_WIPE_SEED") {
-        match run_wipe_seed(seed) {
-            Ok(report) => println!("wipe seed {seed} passed: {report:?}"),
-            Err(failure) => panic!("{failure}"),
-        }
-        return;
-    }
     let count = env("ROTOR_SIM_WIPE_SEEDS").unwrap_or(30);
-    let mut reports: Vec<WipeReport> = Vec::new();
-    let mut failures: Vec<SimFailure> = Vec::new();
-    for seed in 0..count {
-        match run_wipe_seed(seed) {
-            Ok(report) => reports.push(report),
-            Err(failure) => {
-                eprintln!("FAILED wipe seed {}: {}", failure.seed, failure.message);
-                failures.push(failure);
-            }
-        }
-    }
-    if let Some(first) = failures.first() {
-        let seeds: Vec<u64> = failures.iter().map(|f| f.seed).collect();
-        panic!(
-            "{} of {count} wipe seeds failed: {seeds:?}\n{first}",
-            failures.len()
-        );
-    }
+    let Some(reports) = seeds("ROTOR_SIM_WIPE_SEED", 0, count, run_wipe_seed) else {
+        return;
+    };
     let mut refill: Vec<u64> = reports.iter().map(|r| r.refill_ms).collect();
     refill.sort_unstable();
     let runs = reports.len().max(1) as u64;

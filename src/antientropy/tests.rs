@@ -510,3 +510,48 @@ fn the_tree_does_not_depend_on_write_order() {
     );
     let _ = Context::empty();
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+    /// Whatever each side holds (keys on one side only, on both with the same or
+    /// different histories), one exchange leaves both with the merge of the two.
+    #[test]
+    fn any_two_replicas_converge_in_one_exchange(
+        keys in proptest::collection::vec((0usize..400, 0u8..4), 0..120),
+    ) {
+        let (mut a, mut b) = (store(1), store(2));
+        for (i, (k, side)) in keys.iter().enumerate() {
+            let value = format!("v{i}").into_bytes();
+            match side {
+                0 => write(&mut a, &key(*k), &value, 1),
+                1 => write(&mut b, &key(*k), &value, 2),
+                2 => {
+                    write(&mut a, &key(*k), &value, 1);
+                    let state = a.get_state(P, &key(*k)).expect("get").expect("state");
+                    b.put_state(P, &key(*k), &state).expect("put");
+                }
+                _ => {
+                    write(&mut a, &key(*k), &value, 1);
+                    write(&mut b, &key(*k), &value, 2);
+                }
+            }
+        }
+        let mut expected: std::collections::BTreeMap<Vec<u8>, CausalState> = Default::default();
+        for (store, _) in [(&a, 0), (&b, 1)] {
+            for ((_, k), state) in store.states() {
+                let merged = expected.remove(k).unwrap_or_default().merge(state).expect("merge").0;
+                expected.insert(k.clone(), merged);
+            }
+        }
+        let mut pair = Pair::new(a, b);
+        pair.tick(0, 0, &AllReachable);
+        pair.run(0);
+        let want: Vec<((u32, Vec<u8>), CausalState)> =
+            expected.into_iter().map(|(k, s)| ((P, k), s)).collect();
+        proptest::prop_assert_eq!(pair.states(0), want.clone());
+        proptest::prop_assert_eq!(pair.states(1), want);
+        proptest::prop_assert_eq!(pair.root(0), pair.root(1));
+        proptest::prop_assert_eq!(pair.nodes[0].ae.stats().completed, 1);
+    }
+}

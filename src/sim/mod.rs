@@ -131,19 +131,31 @@ pub struct SimFailure {
     pub message: String,
     /// The last events before the failure.
     pub log: Vec<String>,
+    /// Whether it was a run of the wipe scenario ([`run_wipe_seed`]).
+    pub wipe: bool,
 }
 
 impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "simulation seed {} failed: {}", self.seed, self.message)?;
-        writeln!(f, "config: {:?}", SimConfig::from_seed(self.seed))?;
+        let config = if self.wipe {
+            wipe_config(self.seed)
+        } else {
+            SimConfig::from_seed(self.seed)
+        };
+        writeln!(f, "config: {config:?}")?;
         writeln!(f, "last events:")?;
         for line in &self.log {
             writeln!(f, "  {line}")?;
         }
+        let variable = if self.wipe {
+            "ROTOR_SIM_WIPE_SEED"
+        } else {
+            "ROTOR_SIM_SEED"
+        };
         write!(
             f,
-            "replay: ROTOR_SIM_SEED={} cargo test --test sim_seeds -- --nocapture",
+            "replay: {variable}={} cargo test --test sim_seeds -- --nocapture",
             self.seed
         )
     }
@@ -158,6 +170,7 @@ pub fn run_seed(seed: u64) -> Result<SimReport, SimFailure> {
             seed,
             message,
             log: sim.log.iter().cloned().collect(),
+            wipe: false,
         }),
     }
 }
@@ -214,6 +227,7 @@ pub fn run_wipe_seed(seed: u64) -> Result<WipeReport, SimFailure> {
             seed,
             message,
             log: sim.log.iter().cloned().collect(),
+            wipe: true,
         }),
     }
 }
