@@ -14,7 +14,7 @@ use super::shape::{leaf_of, level_width, FANOUT, LEAVES, LEVELS};
 use super::view::MerkleView;
 use super::{Entry, ExchangeAction, ExchangeConfig, ExchangeMessage, ExchangeStats};
 use crate::causal::{CausalState, SiblingLimits};
-use crate::constants::{BATCH_ENTRIES_MAX, MERKLE_BUCKETS_MAX};
+use crate::constants::{BATCH_ENTRIES_MAX, FRAME_BODY_BYTES_MAX, MERKLE_BUCKETS_MAX};
 use crate::coordinator::{Liveness, ReplicaStore};
 use crate::ring::{PartitionId, Replica, Ring};
 use crate::wire::ErrorCode;
@@ -620,7 +620,7 @@ impl AntiEntropy {
             let fits = bytes + leaf_bytes <= self.config.reply_bytes_max
                 && entries.len() + leaf_entries.len() <= BATCH_ENTRIES_MAX;
             let first_fits = buckets.is_empty()
-                && leaf_bytes <= crate::constants::FRAME_BODY_BYTES_MAX / 2
+                && leaf_bytes + KEYS_REPLY_FIXED_BYTES <= FRAME_BODY_BYTES_MAX
                 && leaf_entries.len() <= BATCH_ENTRIES_MAX;
             if !(fits || first_fits) {
                 break;
@@ -659,6 +659,10 @@ impl AntiEntropy {
                 .contains(&self.local)
     }
 }
+
+/// The body of a keys reply besides its entries when it lists one leaf: partition, the
+/// bucket list's count and one bucket, the entry list's count.
+const KEYS_REPLY_FIXED_BYTES: usize = 4 + 4 + 4 + 4;
 
 fn refused(partition: u32) -> ExchangeMessage {
     ExchangeMessage::Refused {

@@ -177,8 +177,9 @@ pub enum ExchangeMessage {
         /// The entries to merge.
         entries: Vec<Entry>,
     },
-    /// ERROR: the responder does not replicate the partition (`NotOwner`) or could not
-    /// read its store; the requester drops the exchange.
+    /// ERROR: the responder does not replicate the partition in its ring (`NotOwner`);
+    /// the requester drops the exchange. The runtime maps a wire ERROR of any code that
+    /// answers an exchange request here.
     Refused {
         /// The partition asked about.
         partition: u32,

@@ -254,6 +254,10 @@ fn a_wiped_replica_is_refilled_and_pushes_reach_the_peer() {
     assert_eq!(pair.states(0), pair.states(1));
     assert_eq!(pair.nodes[0].ae.stats().entries_pushed, 0);
     assert_eq!(pair.nodes[0].ae.stats().keys_repaired, 300);
+    println!(
+        "an empty replica of a 300-key partition refilled in one exchange: {} messages, {} bytes",
+        pair.messages, pair.bytes
+    );
 }
 
 #[test]
@@ -554,4 +558,28 @@ proptest::proptest! {
         proptest::prop_assert_eq!(pair.root(0), pair.root(1));
         proptest::prop_assert_eq!(pair.nodes[0].ae.stats().completed, 1);
     }
+}
+
+#[test]
+fn leaves_a_reply_could_not_hold_are_asked_for_again() {
+    let (a, b) = diverged(2_000, 40);
+    let mut pair = Pair::new(a, b);
+    // The responder fits about one leaf's entries per reply.
+    let small = ExchangeConfig {
+        reply_bytes_max: 64,
+        ..config()
+    };
+    pair.nodes[1].ae = AntiEntropy::new(replica(2), small, SiblingLimits::default());
+    pair.tick(0, 0, &AllReachable);
+    let mut keys_requests = 0;
+    while let Some((from, to, id, message)) = pair.wire.pop_front() {
+        if matches!(message, ExchangeMessage::Keys { .. }) {
+            keys_requests += 1;
+        }
+        pair.deliver(0, from, to, id, message);
+    }
+    assert_eq!(pair.states(0), pair.states(1));
+    let stats = pair.nodes[0].ae.stats();
+    assert_eq!((stats.started, stats.completed), (1, 1));
+    assert!(keys_requests > 5, "{keys_requests} keys requests");
 }
