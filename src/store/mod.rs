@@ -119,6 +119,7 @@ mod recovery;
 mod segment;
 #[cfg(test)]
 mod tests;
+mod trees;
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
@@ -127,6 +128,7 @@ use std::sync::Arc;
 
 pub use compact::CompactProgress;
 pub use error::{OpenError, ReadError, WriteError};
+pub use trees::BucketEntry;
 
 use crate::constants::{
     CHECKPOINT_INTERVAL_BYTES_DEFAULT, COMPACTION_GARBAGE_PERCENT_DEFAULT, HINT_BYTES_MAX_DEFAULT,
@@ -138,6 +140,8 @@ use format::{
 };
 use index::{HintIndex, Loc, PartitionIndex};
 use segment::Segment;
+
+use crate::merkle::MerkleTree;
 
 /// Log sequence number of a write: increases by one per write of a store.
 pub type Lsn = u64;
@@ -323,6 +327,9 @@ pub struct Store {
     /// Highest segment id ever seen (damaged files included), so new ids never collide.
     max_segment_id: u32,
     partitions: HashMap<u32, PartitionIndex, ahash::RandomState>,
+    /// Merkle tree of each partition holding keys (values and tombstones), kept by every
+    /// write and rebuilt at open: see `trees.rs`.
+    trees: HashMap<u32, MerkleTree, ahash::RandomState>,
     hints: HintIndex,
     hint_bytes: u64,
     next_lsn: Lsn,
@@ -448,7 +455,8 @@ impl Store {
             ValueKind::Tombstone => RecordKind::Tombstone,
         };
         let (lsn, loc, len) = self.append(record_kind, partition, 0, key, value)?;
-        self.index_insert(partition, key, loc, len);
+        let old = self.index_insert(partition, key, loc, len);
+        self.tree_write(partition, key, old, Some(value));
         self.after_write(lsn)
     }
 
@@ -456,6 +464,7 @@ impl Store {
     pub fn drop_partition(&mut self, partition: u32) -> Result<Lsn, WriteError> {
         let (lsn, loc, len) = self.append(RecordKind::PartitionDrop, partition, 0, &[], &[])?;
         self.add_markers(loc, len);
+        self.trees.remove(&partition);
         if let Some(index) = self.partitions.remove(&partition) {
             for (_, old) in index.entries() {
                 self.release(old);
@@ -481,6 +490,7 @@ impl Store {
             .get_mut(&partition)
             .and_then(|p| p.remove(hash, key, |l| key_at(segments, l)));
         if let Some(old) = old {
+            self.tree_write(partition, key, Some(old), None);
             self.release(old);
         }
         self.after_write(lsn)?;
@@ -816,8 +826,9 @@ impl Store {
         Ok(lsn)
     }
 
-    /// Points `key` at `loc` in the index and moves the accounting.
-    fn index_insert(&mut self, partition: u32, key: &[u8], loc: Loc, len: u64) {
+    /// Points `key` at `loc` in the index and moves the accounting; returns the location
+    /// it replaced (its record is still readable: only compaction deletes segments).
+    fn index_insert(&mut self, partition: u32, key: &[u8], loc: Loc, len: u64) -> Option<Loc> {
         let hash = self.hasher.hash_one(key);
         let segments = &self.segments;
         let old = self
@@ -829,6 +840,7 @@ impl Store {
         if let Some(old) = old {
             self.release(old);
         }
+        old
     }
 
     fn add_live(&mut self, loc: Loc, len: u64) {
