@@ -13,6 +13,8 @@
 //! (damage after it entered), its hash cannot be taken out, so the partition's tree is
 //! rebuilt from the index (a scan of one partition, on damage only).
 
+use std::collections::HashMap;
+
 use super::format::RecordKind;
 use super::index::Loc;
 use super::{ReadError, Store, ValueKind};
@@ -106,13 +108,34 @@ impl Store {
     }
 
     /// Rebuilds every Merkle tree from the index, as [`Store::open`] does. Costs a read,
-    /// CRC check and hash of every live record.
+    /// CRC check and hash of every live record, done in log order (a sequential pass over
+    /// the segments rather than a random access per key) at the price of a sorted list of
+    /// locations, 16 bytes per key, while it runs.
     pub fn rebuild_merkle_trees(&mut self) {
-        self.trees.clear();
-        let partitions: Vec<u32> = self.partitions.keys().copied().collect();
-        for partition in partitions {
-            self.rebuild_tree(partition);
+        let mut locs: Vec<(u64, u32)> =
+            Vec::with_capacity(self.partitions.values().map(|p| p.len()).sum::<usize>());
+        for (&partition, index) in &self.partitions {
+            locs.extend(index.entries().map(|(_, l)| {
+                (
+                    (u64::from(l.segment) << 32) | u64::from(l.offset),
+                    partition,
+                )
+            }));
         }
+        locs.sort_unstable_by_key(|&(at, _)| at);
+        let mut trees: HashMap<u32, MerkleTree, ahash::RandomState> = HashMap::default();
+        for (at, partition) in locs {
+            let loc = Loc {
+                segment: (at >> 32) as u32,
+                offset: at as u32,
+            };
+            if let Some(rec) = self.record(loc, is_data) {
+                let kh = KeyHash::of(rec.key);
+                let tree = trees.entry(partition).or_default();
+                tree.update_leaf(kh.leaf(), None, Some(kh.entry_hash(rec.value)));
+            }
+        }
+        self.trees = trees;
     }
 
     /// Moves `key` of `partition` in its tree from the record at `old` (None: the key was
