@@ -29,7 +29,7 @@ pub const LEAF_LEVEL: u8 = MERKLE_LEVELS - 1;
 /// first read of level 0 or 1 rehashes the dirty buckets (256 bytes each) and the root.
 /// Those hashes sit in `Cell`s so that reads take `&self` (a tree belongs to one shard's
 /// thread, like the store that keeps it).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MerkleTree {
     leaves: Box<[u64; LEAVES]>,
     buckets: [Cell<u64>; FANOUT],
@@ -159,6 +159,16 @@ impl MerkleTree {
 impl Default for MerkleTree {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The root and size only: 1024 leaves would drown whatever prints a store.
+impl std::fmt::Debug for MerkleTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MerkleTree")
+            .field("root", &format_args!("{:#018x}", self.root()))
+            .field("entries", &self.entries)
+            .finish()
     }
 }
 

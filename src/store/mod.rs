@@ -3,7 +3,8 @@
 //!
 //! Place in the flow: a shard's request handler (one glommio executor per core) owns one
 //! [`Store`] and calls it synchronously: `get` and `put` for client and replica traffic,
-//! [`Store::iter_partition`] for Merkle trees and partition transfer, the hint area for
+//! [`Store::merkle_hashes`] and [`Store::bucket_entries`] for anti-entropy,
+//! [`Store::iter_partition`] for partition transfer, the hint area for
 //! hinted handoff, and [`Store::compact_step`] between requests. The store knows nothing of
 //! causality: a value is an opaque encoded causal state plus a [`ValueKind`].
 //!
@@ -103,6 +104,14 @@
 //! that happens after open, or that a checkpointed open did not rescan, is reported as
 //! [`ReadError::Corrupted`] and never returned as data. The check costs one CRC32C pass over
 //! a record the read touches anyway (hardware CRC, tens of nanoseconds for small values).
+//!
+//! # Merkle trees
+//!
+//! The store keeps the Merkle tree (`src/merkle/`) of every partition holding keys, for
+//! anti-entropy: each put, purge and partition drop updates it in O(1) (the key's leaf is
+//! an XOR of entry hashes; the old entry hash comes from the replaced record), compaction
+//! leaves it alone, and [`Store::open`] rebuilds it from the index. Hints are not in trees.
+//! See `trees.rs`.
 //!
 //! # Compaction
 //!
