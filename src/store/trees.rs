@@ -112,7 +112,9 @@ impl Store {
     /// takes while it runs): the records are read in log order (a sequential pass over the
     /// segments, not a random access per key), and the entry hashes are then applied by
     /// tree and leaf (each tree filled in one go, not a cache miss per key among all
-    /// trees' leaves). Each order took the rebuild of 1M keys from about 2 s to 0.3 s.
+    /// trees' leaves). Profiles of a 1M-key rebuild: in index order most time waited on
+    /// record reads; in log order alone 85% of it waited on leaf misses; with both sorts
+    /// the time is in hashing, CRC checks and the sorts themselves.
     pub fn rebuild_merkle_trees(&mut self) {
         let keys = self.partitions.values().map(|p| p.len()).sum::<usize>();
         let mut work: Vec<(u64, u64)> = Vec::with_capacity(keys);
