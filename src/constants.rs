@@ -264,6 +264,33 @@ const _: () = assert!(
 );
 
 // ---------------------------------------------------------------------------------------
+// Anti-entropy
+// ---------------------------------------------------------------------------------------
+
+/// Children of every inner bucket of a partition's Merkle tree (wire-spec/merkle.md). A
+/// bucket's hash is recomputed from this many child hashes (256 bytes hashed), and the
+/// exchange descends one differing bucket by asking for this many hashes (256 bytes on
+/// the wire): wider means fewer levels but more hashes sent around each difference.
+pub const MERKLE_FANOUT: u32 = 32;
+
+/// Levels of a partition's Merkle tree: the root (level 0), `MERKLE_FANOUT` buckets, and
+/// `MERKLE_LEAVES` leaves. Each level costs the exchange one round trip. Three levels of
+/// 32 give 1024 leaves, about one key per leaf at 1M keys over 1024 partitions, so a
+/// differing leaf sends few keys besides the differing one; a tree costs 8.5 KiB of memory
+/// per partition replica whatever its key count.
+pub const MERKLE_LEVELS: u8 = 3;
+
+/// Leaves of a partition's Merkle tree: `MERKLE_FANOUT` to the power `MERKLE_LEVELS - 1`.
+/// Each leaf is one 8-byte XOR accumulator; a write touches exactly one. A whole leaf
+/// level travels in one range reply of 8 KiB.
+pub const MERKLE_LEAVES: u32 = 1024;
+
+const _: () = assert!(MERKLE_LEAVES == MERKLE_FANOUT.pow(MERKLE_LEVELS as u32 - 1));
+const _: () = assert!(MERKLE_LEAVES.is_power_of_two() && MERKLE_LEAVES > 1);
+// A whole level fits in one MERKLE_RANGE_REPLY or MERKLE_KEYS request.
+const _: () = assert!(MERKLE_LEAVES as usize <= MERKLE_BUCKETS_MAX);
+
+// ---------------------------------------------------------------------------------------
 // Cluster
 // ---------------------------------------------------------------------------------------
 

@@ -15,6 +15,8 @@
 //!   how a client's context supersedes what it saw; pure.
 //! - [`store`]: the per-core, memory-mapped, log-structured store with crash recovery,
 //!   compaction and a hint area.
+//! - [`merkle`]: the per-partition Merkle trees the store keeps for anti-entropy, and the
+//!   hashes every node agrees on; pure.
 //! - [`gossip`]: membership by gossip and the local failure detector; sans-IO.
 //! - [`antientropy`]: replicas compare Merkle trees in the background and repair each
 //!   other (range and keys exchanges, rate-limited); sans-IO.
@@ -37,6 +39,8 @@ pub mod ring;
 pub mod causal;
 
 pub mod store;
+
+pub mod merkle;
 
 pub mod gossip;
 

@@ -3,7 +3,8 @@
 //!
 //! Place in the flow: a shard's request handler (one glommio executor per core) owns one
 //! [`Store`] and calls it synchronously: `get` and `put` for client and replica traffic,
-//! [`Store::iter_partition`] for Merkle trees and partition transfer, the hint area for
+//! [`Store::merkle_hashes`] and [`Store::bucket_entries`] for anti-entropy,
+//! [`Store::iter_partition`] for partition transfer, the hint area for
 //! hinted handoff, and [`Store::compact_step`] between requests. The store knows nothing of
 //! causality: a value is an opaque encoded causal state plus a [`ValueKind`].
 //!
@@ -104,6 +105,14 @@
 //! [`ReadError::Corrupted`] and never returned as data. The check costs one CRC32C pass over
 //! a record the read touches anyway (hardware CRC, tens of nanoseconds for small values).
 //!
+//! # Merkle trees
+//!
+//! The store keeps the Merkle tree (`src/merkle/`) of every partition holding keys, for
+//! anti-entropy: each put, purge and partition drop updates it in O(1) (the key's leaf is
+//! an XOR of entry hashes; the old entry hash comes from the replaced record), compaction
+//! leaves it alone, and [`Store::open`] rebuilds it from the index. Hints are not in trees.
+//! See `trees.rs`.
+//!
 //! # Compaction
 //!
 //! [`Store::compact_step`] does a bounded slice of work: it picks the sealed segment with
@@ -119,6 +128,7 @@ mod recovery;
 mod segment;
 #[cfg(test)]
 mod tests;
+mod trees;
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
@@ -127,6 +137,7 @@ use std::sync::Arc;
 
 pub use compact::CompactProgress;
 pub use error::{OpenError, ReadError, WriteError};
+pub use trees::BucketEntry;
 
 use crate::constants::{
     CHECKPOINT_INTERVAL_BYTES_DEFAULT, COMPACTION_GARBAGE_PERCENT_DEFAULT, HINT_BYTES_MAX_DEFAULT,
@@ -138,6 +149,8 @@ use format::{
 };
 use index::{HintIndex, Loc, PartitionIndex};
 use segment::Segment;
+
+use crate::merkle::MerkleTree;
 
 /// Log sequence number of a write: increases by one per write of a store.
 pub type Lsn = u64;
@@ -323,6 +336,9 @@ pub struct Store {
     /// Highest segment id ever seen (damaged files included), so new ids never collide.
     max_segment_id: u32,
     partitions: HashMap<u32, PartitionIndex, ahash::RandomState>,
+    /// Merkle tree of each partition holding keys (values and tombstones), kept by every
+    /// write and rebuilt at open: see `trees.rs`.
+    trees: HashMap<u32, MerkleTree, ahash::RandomState>,
     hints: HintIndex,
     hint_bytes: u64,
     next_lsn: Lsn,
@@ -448,7 +464,8 @@ impl Store {
             ValueKind::Tombstone => RecordKind::Tombstone,
         };
         let (lsn, loc, len) = self.append(record_kind, partition, 0, key, value)?;
-        self.index_insert(partition, key, loc, len);
+        let old = self.index_insert(partition, key, loc, len);
+        self.tree_write(partition, key, old, Some(value));
         self.after_write(lsn)
     }
 
@@ -456,6 +473,7 @@ impl Store {
     pub fn drop_partition(&mut self, partition: u32) -> Result<Lsn, WriteError> {
         let (lsn, loc, len) = self.append(RecordKind::PartitionDrop, partition, 0, &[], &[])?;
         self.add_markers(loc, len);
+        self.trees.remove(&partition);
         if let Some(index) = self.partitions.remove(&partition) {
             for (_, old) in index.entries() {
                 self.release(old);
@@ -481,6 +499,7 @@ impl Store {
             .get_mut(&partition)
             .and_then(|p| p.remove(hash, key, |l| key_at(segments, l)));
         if let Some(old) = old {
+            self.tree_write(partition, key, Some(old), None);
             self.release(old);
         }
         self.after_write(lsn)?;
@@ -816,8 +835,9 @@ impl Store {
         Ok(lsn)
     }
 
-    /// Points `key` at `loc` in the index and moves the accounting.
-    fn index_insert(&mut self, partition: u32, key: &[u8], loc: Loc, len: u64) {
+    /// Points `key` at `loc` in the index and moves the accounting; returns the location
+    /// it replaced (its record is still readable: only compaction deletes segments).
+    fn index_insert(&mut self, partition: u32, key: &[u8], loc: Loc, len: u64) -> Option<Loc> {
         let hash = self.hasher.hash_one(key);
         let segments = &self.segments;
         let old = self
@@ -829,6 +849,7 @@ impl Store {
         if let Some(old) = old {
             self.release(old);
         }
+        old
     }
 
     fn add_live(&mut self, loc: Loc, len: u64) {

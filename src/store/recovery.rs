@@ -129,6 +129,7 @@ pub(super) fn open(dir: &Path, config: StoreConfig) -> Result<(Store, RecoveryRe
         active: 0,
         max_segment_id: ids.last().copied().unwrap_or(0),
         partitions: HashMap::default(),
+        trees: HashMap::default(),
         hints: HintIndex::default(),
         hint_bytes: 0,
         next_lsn: 1,
@@ -169,6 +170,8 @@ pub(super) fn open(dir: &Path, config: StoreConfig) -> Result<(Store, RecoveryRe
         }
     }
     pending.finish(&mut store);
+    // The index is final: the Merkle trees follow from it (they are never persisted).
+    store.rebuild_merkle_trees();
 
     // Appends go to a fresh segment, made by the first write, never after recovered bytes:
     // past the end a scan found there may be stale bytes (pages written back out of order

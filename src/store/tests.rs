@@ -517,6 +517,11 @@ fn check_all(s: &Store, model: &Model, hints: &HintModel) {
     let stats = s.stats();
     assert_eq!(stats.keys, model.len() as u64);
     assert_eq!(stats.corrupt_records_skipped, 0);
+    let by_key = model
+        .iter()
+        .map(|(&(p, k), v)| ((p, vec![k]), v.clone()))
+        .collect();
+    super::trees::tests::check_trees(s, 3, &by_key);
 }
 
 fn run_model(ops: Vec<Op>) {
