@@ -70,7 +70,8 @@
 //!   acknowledged; costs one fsync per write.
 //! - [`Durability::Group`]: `put` returns at once with its LSN; the caller calls
 //!   [`Store::sync`] on a timer (every `GROUP_COMMIT_INTERVAL_MS_DEFAULT` ms) and
-//!   acknowledges a write only once [`Store::durable_lsn`] reached its LSN. What was
+//!   acknowledges a write only once [`Store::durable_lsn`] reached its LSN; a reactor thread
+//!   uses [`Store::begin_sync`] instead, to run the `fdatasync`s elsewhere. What was
 //!   acknowledged that way survives a power loss; writes after the last sync survive a
 //!   process crash (the page cache holds them) but a power loss may lose them, and may keep
 //!   some and lose others (pages are written back in any order).
@@ -133,6 +134,7 @@ pub mod format;
 mod index;
 mod recovery;
 mod segment;
+mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -143,6 +145,7 @@ use std::sync::Arc;
 
 pub use compact::CompactProgress;
 pub use error::{OpenError, ReadError, WriteError};
+pub use sync::{SyncJob, Synced};
 
 use crate::constants::{
     CHECKPOINT_INTERVAL_BYTES_DEFAULT, COMPACTION_GARBAGE_PERCENT_DEFAULT, HINT_BYTES_MAX_DEFAULT,
@@ -590,20 +593,12 @@ impl Store {
 
     /// Makes every write so far durable (fdatasync of the segments written since the last
     /// sync) and returns the new [`Store::durable_lsn`]. An error poisons the store.
+    ///
+    /// The synchronous form of [`Store::begin_sync`], [`SyncJob::run`] and
+    /// [`Store::finish_sync`], which let the `fdatasync`s run on another thread.
     pub fn sync(&mut self) -> Result<Lsn, WriteError> {
-        if self.poisoned {
-            return Err(WriteError::Poisoned);
-        }
-        let upto = self.next_lsn - 1;
-        for info in self.segments.values_mut().filter(|i| i.dirty) {
-            if let Err(e) = info.seg.sync() {
-                self.poisoned = true;
-                return Err(WriteError::SyncFailed(e));
-            }
-            info.dirty = false;
-        }
-        self.durable_lsn = upto;
-        Ok(upto)
+        let done = self.begin_sync()?.run();
+        self.finish_sync(done)
     }
 
     /// Every write with an LSN up to this one is on disk.
