@@ -8,13 +8,20 @@
 //! `ROTOR_STORE_BENCH_KEYS` sets the size of the reopened store (default 10,000,000; 10,000
 //! when criterion runs in `--test` mode, so `cargo test --benches` stays cheap).
 //! Run: `cargo bench --bench store -- --warm-up-time 1 --measurement-time 3`.
+//!
+//! Put and get are timed in thread CPU time (`support/cpu_clock.rs`): the machine is shared,
+//! and wall time would measure the neighbours.
 
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cpu_clock::cpu_time_of;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rotor::store::{Durability, Store, StoreConfig, ValueKind};
+
+#[path = "support/cpu_clock.rs"]
+mod cpu_clock;
 
 const PARTITIONS: u32 = 64;
 
@@ -81,15 +88,17 @@ fn put_get(c: &mut Criterion) {
         let (mut store, _) = Store::open(dir.path(), config()).unwrap();
         let mut i = 0usize;
         group.bench_function(format!("put_100b_never/{keyspace}_keys"), |b| {
-            b.iter(|| {
-                i += 1;
-                if i == keyspace {
-                    i = 0;
-                }
-                let lsn = store
-                    .put(i as u32 % PARTITIONS, &keys[i], ValueKind::Value, &value)
-                    .unwrap();
-                black_box(lsn);
+            b.iter_custom(|iters| {
+                cpu_time_of(iters, || {
+                    i += 1;
+                    if i == keyspace {
+                        i = 0;
+                    }
+                    let lsn = store
+                        .put(i as u32 % PARTITIONS, &keys[i], ValueKind::Value, &value)
+                        .unwrap();
+                    black_box(lsn);
+                })
             })
         });
         drop(store);
@@ -99,13 +108,15 @@ fn put_get(c: &mut Criterion) {
         let store = fill(dir.path(), keyspace);
         let mut x = 0x9E37_79B9_7F4A_7C15_u64;
         group.bench_function(format!("get_hit/{keyspace}_keys"), |b| {
-            b.iter(|| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let i = (x as usize) % keyspace;
-                let found = store.get(i as u32 % PARTITIONS, &keys[i]).unwrap();
-                black_box(found.map(|f| f.value.len()));
+            b.iter_custom(|iters| {
+                cpu_time_of(iters, || {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let i = (x as usize) % keyspace;
+                    let found = store.get(i as u32 % PARTITIONS, &keys[i]).unwrap();
+                    black_box(found.map(|f| f.value.len()));
+                })
             })
         });
         let stats = store.stats();

@@ -18,13 +18,19 @@
 //! counts stay small. `--blind-writes` sends empty contexts (what a cache-like client
 //! would do) and documents the cost.
 //!
-//! Per request nothing is allocated except by the codec: decoding a `GET_REPLY` builds its
-//! sibling list (one small vector) before the reply is classified.
+//! Per request nothing is allocated: a `GET_REPLY` (nine replies in ten) is read in place
+//! from the receive buffer by [`scan_get_reply`], which only counts siblings and finds the
+//! context, where the codec's full decode would build the sibling list (one vector per
+//! reply). Every other frame, and any `GET_REPLY` the scan does not accept, goes through the
+//! codec, which then reports the precise error.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use zerocopy::FromBytes;
+
 use crate::client::{Client, ClientConfig};
+use crate::constants::{CONTEXT_BYTES_MAX, FRAME_BODY_BYTES_MAX, SIBLINGS_MAX, VALUE_BYTES_MAX};
 use crate::wire::{self, Decoded as WireDecoded, Message, Role};
 
 use super::target::{Decoded, Outcome, ProtocolError, Reply, Request, Target, TargetConn};
@@ -261,6 +267,19 @@ impl TargetConn for RotorConn {
     }
 
     fn decode(&mut self, input: &[u8]) -> Result<Option<Decoded>, ProtocolError> {
+        if let Some(reply) = scan_get_reply(input) {
+            let tag = reply.request_id.wrapping_sub(1);
+            let outcome = if reply.siblings == 0 {
+                Outcome::Miss
+            } else {
+                Outcome::Ok
+            };
+            self.remember_context(tag, reply.context);
+            return Ok(Some(Decoded {
+                len: reply.consumed,
+                reply: Reply::Answer { tag, outcome },
+            }));
+        }
         let (frame, consumed) = match wire::decode(input) {
             Ok(WireDecoded::Frame { frame, consumed }) => (frame, consumed),
             Ok(WireDecoded::Incomplete { .. }) => return Ok(None),
@@ -283,16 +302,88 @@ impl TargetConn for RotorConn {
             Message::Error(_) => (Outcome::Error, &[][..]),
             _ => return Err(ProtocolError::Unsolicited),
         };
-        if let (Some(table), false) = (&self.contexts, context.is_empty()) {
-            if let Some(slot) = usize::try_from(tag).ok().and_then(|t| self.keys.get(t)) {
-                table.store(slot.key(), context);
-            }
-        }
+        self.remember_context(tag, context);
         Ok(Some(Decoded {
             len: consumed,
             reply: Reply::Answer { tag, outcome },
         }))
     }
+}
+
+impl RotorConn {
+    /// Keeps a reply's context for the key of request `tag`, for that key's next write.
+    fn remember_context(&self, tag: u32, context: &[u8]) {
+        if let (Some(table), false) = (&self.contexts, context.is_empty()) {
+            if let Some(slot) = usize::try_from(tag).ok().and_then(|t| self.keys.get(t)) {
+                table.store(slot.key(), context);
+            }
+        }
+    }
+}
+
+/// What [`scan_get_reply`] reads of a `GET_REPLY` frame.
+#[derive(Debug, PartialEq, Eq)]
+struct GetReplyScan<'a> {
+    request_id: u32,
+    siblings: usize,
+    context: &'a [u8],
+    /// Bytes of the frame, header included.
+    consumed: usize,
+}
+
+/// Reads a complete, well-formed `GET_REPLY` at the front of `input` in place: its request
+/// id, sibling count and context, skipping the sibling values, checking every length
+/// against the codec's limits and that the fields fill the body exactly
+/// (wire-spec/README.md, section 8.2). `None` for anything else (another message, an
+/// incomplete frame, any malformed byte): the caller then decodes with the codec.
+fn scan_get_reply(input: &[u8]) -> Option<GetReplyScan<'_>> {
+    let (header, rest) = wire::Header::ref_from_prefix(input).ok()?;
+    if header.magic != wire::MAGIC
+        || header.version != wire::VERSION
+        || header.opcode != wire::Opcode::GetReply.to_wire()
+        || header.flags.get() != 0
+    {
+        return None;
+    }
+    let body_len = usize::try_from(header.body_len.get())
+        .ok()
+        .filter(|&len| len <= FRAME_BODY_BYTES_MAX)?;
+    let mut body = rest.get(..body_len)?;
+    let siblings = usize::try_from(take_u32(&mut body)?).ok()?;
+    if siblings > SIBLINGS_MAX {
+        return None;
+    }
+    for _ in 0..siblings {
+        take_bytes(&mut body, VALUE_BYTES_MAX)?;
+    }
+    let context = take_bytes(&mut body, CONTEXT_BYTES_MAX)?;
+    if !body.is_empty() {
+        return None;
+    }
+    Some(GetReplyScan {
+        request_id: header.request_id.get(),
+        siblings,
+        context,
+        consumed: wire::HEADER_BYTES.checked_add(body_len)?,
+    })
+}
+
+/// Takes a little-endian u32 off the front of `buf`.
+fn take_u32(buf: &mut &[u8]) -> Option<u32> {
+    let (head, rest) = buf.split_first_chunk::<4>()?;
+    *buf = rest;
+    Some(u32::from_le_bytes(*head))
+}
+
+/// Takes a length-prefixed byte string of at most `max` bytes off the front of `buf`.
+fn take_bytes<'a>(buf: &mut &'a [u8], max: usize) -> Option<&'a [u8]> {
+    let len = usize::try_from(take_u32(buf)?).ok()?;
+    if len > max || len > buf.len() {
+        return None;
+    }
+    let (bytes, rest) = buf.split_at(len);
+    *buf = rest;
+    Some(bytes)
 }
 
 impl KeySlot {
@@ -392,6 +483,50 @@ mod tests {
         let mut out = Vec::new();
         wire::encode(id, &message, &mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn get_replies_scanned_in_place_agree_with_the_codec() {
+        for values in [
+            &[][..],
+            &[&b"v"[..]][..],
+            &[&b"alice"[..], &b""[..], &[7u8; 300][..]][..],
+        ] {
+            for context in [&b""[..], &b"ctx1"[..]] {
+                let message = Message::GetReply(wire::GetReply {
+                    siblings: values.into(),
+                    context,
+                });
+                let mut bytes = reply(41, message);
+                let consumed = bytes.len();
+                bytes.extend_from_slice(b"next frame");
+                let scan = scan_get_reply(&bytes).expect("a well-formed reply is scanned");
+                let Ok(WireDecoded::Frame { frame, consumed: c }) = wire::decode(&bytes) else {
+                    panic!("the codec refused it")
+                };
+                let Message::GetReply(r) = frame.message else {
+                    panic!("not a GET_REPLY")
+                };
+                let want = GetReplyScan {
+                    request_id: frame.request_id,
+                    siblings: r.siblings.len(),
+                    context: r.context,
+                    consumed: c,
+                };
+                assert_eq!(scan, want);
+                assert_eq!(scan.consumed, consumed);
+                // Incomplete or damaged frames are left to the codec.
+                for cut in 0..consumed {
+                    assert_eq!(scan_get_reply(&bytes[..cut]), None, "cut at {cut}");
+                }
+                let mut long = bytes[..consumed].to_vec();
+                long[12] += 1; // body_len one more: a trailing byte in the body
+                long.push(0);
+                assert_eq!(scan_get_reply(&long), None);
+            }
+        }
+        let put = reply(3, Message::PutReply(wire::PutReply { context: b"c" }));
+        assert_eq!(scan_get_reply(&put), None, "only GET_REPLY is scanned");
     }
 
     #[test]

@@ -10,8 +10,46 @@ use super::PartitionId;
 /// MD5 is Dynamo's choice: not for security (keys are chosen by clients, and a client who
 /// wants a hot partition can have one anyway) but because it is fast, spreads any key set
 /// evenly and is identical on every platform and in every client language.
+///
+/// A key of up to [`ONE_BLOCK_KEY_BYTES_MAX`] bytes (almost every key) fits MD5's padding in
+/// a single 64-byte block: on x86 that block is built here and run through the compression
+/// function directly (md-5's assembly one), which saves about a quarter of the time the
+/// general hashing API spends on a short key. Longer keys, and other platforms, take
+/// `Md5::digest`; both give the same digest (tested).
 pub fn key_position(key: &[u8]) -> u128 {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    if key.len() <= ONE_BLOCK_KEY_BYTES_MAX {
+        return one_block_position(key);
+    }
     u128::from_be_bytes(Md5::digest(key).into())
+}
+
+/// Longest message whose MD5 is one block: 64 bytes less the 0x80 byte and the 8-byte bit
+/// length that padding appends.
+pub const ONE_BLOCK_KEY_BYTES_MAX: usize = 55;
+
+/// MD5's initial state (RFC 1321, section 3.3), as little-endian words.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+const MD5_INITIAL_STATE: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
+
+/// MD5 of a key of at most [`ONE_BLOCK_KEY_BYTES_MAX`] bytes, as a position: the key, the
+/// 0x80 byte, zeros, and the bit length as a little-endian u64 fill one block (RFC 1321,
+/// section 3.1-3.2); the digest is the final state's words in little-endian order.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+fn one_block_position(key: &[u8]) -> u128 {
+    let mut block = [0u8; 64];
+    let (head, tail) = block.split_at_mut(key.len().min(ONE_BLOCK_KEY_BYTES_MAX));
+    head.copy_from_slice(&key[..head.len()]);
+    tail[0] = 0x80;
+    let bits = (head.len() as u64) * 8;
+    block[56..].copy_from_slice(&bits.to_le_bytes());
+    let mut state = MD5_INITIAL_STATE;
+    md5_asm::compress(&mut state, &[block]);
+    let mut digest = [0u8; 16];
+    for (out, word) in digest.chunks_exact_mut(4).zip(state) {
+        out.copy_from_slice(&word.to_le_bytes());
+    }
+    u128::from_be_bytes(digest)
 }
 
 /// The partition holding `position` on a ring of `q` partitions: its top log2(q) bits.
@@ -62,6 +100,19 @@ mod tests {
             b"12345678901234567890123456789012345678901234567890123456789012345678901234567890",
             "57edf4a22be3c955ac49da2e2107b67a",
         );
+    }
+
+    #[test]
+    fn one_block_keys_hash_as_the_general_api_does() {
+        // Every length around the one-block limit, with bytes that vary by position.
+        for len in 0..=130usize {
+            let key: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
+            assert_eq!(
+                key_position(&key),
+                u128::from_be_bytes(Md5::digest(&key).into()),
+                "length {len}"
+            );
+        }
     }
 
     #[test]

@@ -2,61 +2,112 @@
 //!
 //! Keys are not kept in memory at all: an entry is the key's 64-bit hash (seeded per store)
 //! and where its record lies, 16 bytes. The record holds the key, so a lookup compares the
-//! key there, which the read has to touch anyway. Two keys of one partition with the same
-//! hash (rare; never silently merged) move to a small overflow list. This keeps the index at
-//! roughly 19 to 39 bytes per key (hash table load between 7/16 and 7/8), under the 64-byte
-//! target, whatever the key length.
+//! key there, which the read has to touch anyway.
+//!
+//! A partition's table is open addressing over buckets of four entries, each bucket one
+//! 64-byte cache line, probed bucket after bucket from the key's home bucket. The hash and
+//! the location sit side by side in the slot, so a lookup reads one cache line of the index
+//! (two when its home bucket is full and the key spilled to the next one) and then the
+//! record: two dependent cache misses per read, where a hash map of hashes to separately
+//! stored locations took three. Keys of one partition whose 64-bit hashes collide (rare;
+//! never silently merged) simply take two slots with the same hash, told apart by the key in
+//! their records. The table grows at 7/8 of its slots, so it holds 16 / load bytes per key:
+//! about 18 to 37 bytes whatever the key length, under the 64-byte target.
+//!
+//! Each slot also keeps a *verified* bit: set once a read checked the record's CRC, cleared
+//! whenever the slot points somewhere new. It lets [`Store::get`](super::Store::get) check a
+//! record's CRC once per process instead of on every read (see the store's module docs).
+//! The bit is the low bit of the offset, which is always zero since records are aligned to
+//! [`RECORD_ALIGN`].
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+
+use super::format::RECORD_ALIGN;
 
 /// Where a record lies: segment id and byte offset in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Loc {
     /// Segment id.
     pub segment: u32,
-    /// Offset of the record header in the segment.
+    /// Offset of the record header in the segment (a multiple of [`RECORD_ALIGN`]).
     pub offset: u32,
 }
 
-/// Segment id that marks a main-table entry whose hash is shared by several keys: the
-/// locations are in the overflow table. Real segment ids stay below it.
-const OVERFLOW: u32 = u32::MAX;
-
-/// Hasher for keys that are already ahash outputs: passes the u64 through.
-#[derive(Default)]
-pub struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed; fold anything else to stay total.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type HashTable<V> = HashMap<u64, V, BuildHasherDefault<PassThrough>>;
-
-/// The index of one partition.
+/// The index of one partition: an open-addressing table of [`Slot`]s in cache-line buckets.
 #[derive(Default, Debug)]
 pub struct PartitionIndex {
-    main: HashTable<Loc>,
-    overflow: HashTable<Vec<Loc>>,
+    /// A power of two of buckets, or none before the first insert.
+    buckets: Vec<Bucket>,
+    /// Keys held.
     len: usize,
+    /// Slots that are not empty: keys plus deleted slots still on some probe path.
+    used: usize,
+}
+
+/// One entry of a bucket: the key's hash and its record's location. `Cell` so that a read
+/// (through `&self`) can set the verified bit; the store is not `Sync`, so this costs
+/// nothing.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    hash: u64,
+    segment: u32,
+    /// The record's offset with [`VERIFIED`] or'ed in, or [`EMPTY`], or [`DELETED`].
+    offset: u32,
+}
+
+/// Slots per bucket: 4 x 16 bytes fill a 64-byte cache line.
+const SLOTS: usize = 4;
+
+/// A cache line of slots. Within a bucket the empty slots always come last (an insert takes
+/// the first free slot), and a probe goes on to the next bucket only past a bucket without
+/// an empty slot: so a lookup stops at the first empty slot it meets.
+#[derive(Clone, Debug)]
+#[repr(C, align(64))]
+struct Bucket([Cell<Slot>; SLOTS]);
+
+/// Offset of a slot that never held an entry. Real offsets are multiples of
+/// [`RECORD_ALIGN`] (with the verified bit at most), so neither marker is ever one.
+const EMPTY: u32 = u32::MAX;
+/// Offset of a slot whose entry was removed: probes go past it, inserts may reuse it.
+const DELETED: u32 = u32::MAX - 1;
+/// Bit of the offset field set once the record's CRC was checked by this process.
+const VERIFIED: u32 = 1;
+
+const _: () = assert!(RECORD_ALIGN > 1 && RECORD_ALIGN as u32 > VERIFIED);
+const _: () = assert!(EMPTY % RECORD_ALIGN as u32 > VERIFIED);
+const _: () = assert!(DELETED % RECORD_ALIGN as u32 > VERIFIED);
+const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
+
+/// One entry found by [`PartitionIndex::probe`]: its location, and its verified bit, which
+/// the caller sets once it checked the record.
+#[derive(Clone, Copy)]
+pub struct SlotRef<'a>(&'a Cell<Slot>);
+
+impl SlotRef<'_> {
+    /// Where the record lies.
+    pub fn loc(self) -> Loc {
+        self.0.get().loc()
+    }
+
+    /// True once a read checked the record's CRC since the slot last changed.
+    pub fn verified(self) -> bool {
+        self.0.get().offset & VERIFIED != 0
+    }
+
+    /// Records that the record's CRC was checked: later reads may skip the check.
+    pub fn set_verified(self) {
+        let mut slot = self.0.get();
+        slot.offset |= VERIFIED;
+        self.0.set(slot);
+    }
 }
 
 impl PartitionIndex {
     /// An index with room for `n` keys.
     pub fn with_capacity(n: usize) -> Self {
         Self {
-            main: HashTable::with_capacity_and_hasher(n, Default::default()),
+            buckets: empty_buckets(buckets_for(n)),
             ..Self::default()
         }
     }
@@ -71,6 +122,18 @@ impl PartitionIndex {
         self.len == 0
     }
 
+    /// The entries filed under `hash`, in probe order: one key's, or several colliding
+    /// keys'. Reads one cache line for most keys.
+    pub fn probe(&self, hash: u64) -> Probe<'_> {
+        Probe {
+            buckets: &self.buckets,
+            hash,
+            bucket: home(hash, self.buckets.len()),
+            slot: 0,
+            left: self.buckets.len(),
+        }
+    }
+
     /// The location of `key` (hash `hash`); `key_of` reads the key a location holds.
     pub fn find<'k>(
         &self,
@@ -78,26 +141,14 @@ impl PartitionIndex {
         key: &[u8],
         key_of: impl Fn(Loc) -> Option<&'k [u8]>,
     ) -> Option<Loc> {
-        let loc = *self.main.get(&hash)?;
-        if loc.segment != OVERFLOW {
-            return (key_of(loc) == Some(key)).then_some(loc);
-        }
-        self.overflow
-            .get(&hash)?
-            .iter()
-            .copied()
+        self.probe(hash)
+            .map(SlotRef::loc)
             .find(|&l| key_of(l) == Some(key))
     }
 
     /// Every location filed under `hash` (one key's, or several colliding keys').
     pub fn candidates(&self, hash: u64) -> impl Iterator<Item = Loc> + '_ {
-        let slot = self.main.get(&hash).copied();
-        let single = slot.filter(|l| l.segment != OVERFLOW);
-        let list = slot
-            .filter(|l| l.segment == OVERFLOW)
-            .and_then(|_| self.overflow.get(&hash))
-            .map_or(&[][..], |l| &l[..]);
-        single.into_iter().chain(list.iter().copied())
+        self.probe(hash).map(SlotRef::loc)
     }
 
     /// Points `key` at `loc`; returns the location it replaced.
@@ -108,31 +159,14 @@ impl PartitionIndex {
         loc: Loc,
         key_of: impl Fn(Loc) -> Option<&'k [u8]>,
     ) -> Option<Loc> {
-        // One probe for the common case of a new key.
-        let slot = match self.main.entry(hash) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(loc);
-                self.len += 1;
-                return None;
-            }
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-        };
-        if slot.segment != OVERFLOW {
-            let old = *slot;
-            if key_of(old) == Some(key) {
-                *slot = loc;
-                return Some(old);
-            }
-            slot.segment = OVERFLOW;
-            self.overflow.insert(hash, vec![old, loc]);
-            self.len += 1;
-            return None;
+        debug_assert_eq!(loc.offset % RECORD_ALIGN as u32, 0, "misaligned record");
+        if let Some(slot) = self.probe(hash).find(|s| key_of(s.loc()) == Some(key)) {
+            let old = slot.loc();
+            slot.0.set(Slot::new(hash, loc));
+            return Some(old);
         }
-        let list = self.overflow.entry(hash).or_default();
-        if let Some(l) = list.iter_mut().find(|l| key_of(**l) == Some(key)) {
-            return Some(std::mem::replace(l, loc));
-        }
-        list.push(loc);
+        self.reserve_one();
+        self.place(Slot::new(hash, loc));
         self.len += 1;
         None
     }
@@ -150,103 +184,188 @@ impl PartitionIndex {
 
     /// Removes the entry at exactly `loc` (locations are unique); true if there was one.
     pub fn remove_loc(&mut self, hash: u64, loc: Loc) -> bool {
-        let Some(slot) = self.main.get(&hash).copied() else {
+        let Some((b, s)) = self.position(hash, loc) else {
             return false;
         };
-        if slot.segment != OVERFLOW {
-            if slot != loc {
-                return false;
-            }
-            self.main.remove(&hash);
-            self.len -= 1;
-            return true;
-        }
-        let Some(list) = self.overflow.get_mut(&hash) else {
-            return false;
-        };
-        let Some(i) = list.iter().position(|&l| l == loc) else {
-            return false;
-        };
-        list.swap_remove(i);
         self.len -= 1;
-        if let [only] = list[..] {
-            self.overflow.remove(&hash);
-            self.main.insert(hash, only);
+        let bucket = &self.buckets[b].0;
+        if bucket[SLOTS - 1].get().offset == EMPTY {
+            // No probe ever went past this bucket (it was never full): close the gap, so the
+            // empty slots stay last, and the slot is free for good.
+            for i in s..SLOTS - 1 {
+                bucket[i].set(bucket[i + 1].get());
+            }
+            bucket[SLOTS - 1].set(Slot::EMPTY);
+            self.used -= 1;
+        } else {
+            bucket[s].set(Slot {
+                offset: DELETED,
+                ..Slot::EMPTY
+            });
         }
         true
     }
 
     /// Moves the entry at `old` to `new` (compaction copied the record); true if found.
     pub fn relocate(&mut self, hash: u64, old: Loc, new: Loc) -> bool {
-        match self.main.get_mut(&hash) {
-            Some(slot) if *slot == old => {
-                *slot = new;
-                true
-            }
-            Some(slot) if slot.segment == OVERFLOW => self
-                .overflow
-                .get_mut(&hash)
-                .and_then(|list| list.iter_mut().find(|l| **l == old))
-                .map(|l| *l = new)
-                .is_some(),
-            _ => false,
-        }
+        let Some((b, s)) = self.position(hash, old) else {
+            return false;
+        };
+        self.buckets[b].0[s].set(Slot::new(hash, new));
+        true
     }
 
     /// True if some key's entry is exactly `loc`.
     pub fn holds(&self, hash: u64, loc: Loc) -> bool {
-        match self.main.get(&hash) {
-            Some(slot) if *slot == loc => true,
-            Some(slot) if slot.segment == OVERFLOW => {
-                self.overflow.get(&hash).is_some_and(|l| l.contains(&loc))
-            }
-            _ => false,
-        }
+        self.probe(hash).any(|s| s.loc() == loc)
     }
 
     /// Every (hash, location), in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = (u64, Loc)> + '_ {
-        let main = self
-            .main
+        self.buckets
             .iter()
-            .filter(|(_, l)| l.segment != OVERFLOW)
-            .map(|(&h, &l)| (h, l));
-        let over = self
-            .overflow
-            .iter()
-            .flat_map(|(&h, list)| list.iter().map(move |&l| (h, l)));
-        main.chain(over)
+            .flat_map(|b| b.0.iter())
+            .map(Cell::get)
+            .filter(Slot::is_live)
+            .map(|s| (s.hash, s.loc()))
     }
 
-    /// Heap bytes this index holds, from the tables' capacities (what the allocator gave
-    /// out, not what is in use), so the per-key figure includes the load-factor slack.
+    /// Heap bytes this index holds: the whole table, so the per-key figure includes the
+    /// load-factor slack.
     pub fn heap_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(u64, Loc)>();
-        let over_entry = std::mem::size_of::<(u64, Vec<Loc>)>();
-        let lists: usize = self
-            .overflow
-            .values()
-            .map(|l| l.capacity() * std::mem::size_of::<Loc>())
-            .sum();
-        table_bytes(self.main.capacity(), entry)
-            + table_bytes(self.overflow.capacity(), over_entry)
-            + lists
+        self.buckets.capacity() * std::mem::size_of::<Bucket>()
+    }
+
+    /// Bucket and slot of the entry (`hash`, `loc`).
+    fn position(&self, hash: u64, loc: Loc) -> Option<(usize, usize)> {
+        let mut probe = self.probe(hash);
+        probe.find(|s| s.loc() == loc)?;
+        // `next` stepped past the slot it returned, within the same bucket.
+        Some((probe.bucket, probe.slot - 1))
+    }
+
+    fn mask(&self) -> usize {
+        self.buckets.len().wrapping_sub(1)
+    }
+
+    /// Makes room for one more used slot, growing (or, when deleted slots are most of what
+    /// is used, just rebuilding) the table at 7/8 load.
+    fn reserve_one(&mut self) {
+        let slots = self.buckets.len() * SLOTS;
+        if (self.used + 1) * 8 <= slots * 7 {
+            return;
+        }
+        let want = buckets_for(self.len + 1).max(self.buckets.len());
+        let old = std::mem::replace(&mut self.buckets, empty_buckets(want));
+        self.used = 0;
+        for slot in old.iter().flat_map(|b| b.0.iter()).map(Cell::get) {
+            if slot.is_live() {
+                self.place(slot);
+            }
+        }
+    }
+
+    /// Puts `slot` in the first free slot of its probe path; the table has room.
+    fn place(&mut self, slot: Slot) {
+        let mask = self.mask();
+        let mut b = home(slot.hash, self.buckets.len());
+        loop {
+            for cell in &self.buckets[b].0 {
+                let offset = cell.get().offset;
+                if offset == EMPTY || offset == DELETED {
+                    if offset == EMPTY {
+                        self.used += 1;
+                    }
+                    cell.set(slot);
+                    return;
+                }
+            }
+            b = (b + 1) & mask;
+        }
     }
 }
 
-/// Bytes of a swiss table with `capacity` usable slots of `entry` bytes: buckets are the
-/// capacity over the 7/8 load factor, each with one control byte, plus one group of
-/// trailing control bytes.
-fn table_bytes(capacity: usize, entry: usize) -> usize {
-    if capacity == 0 {
+/// Iterator of [`PartitionIndex::probe`].
+pub struct Probe<'a> {
+    buckets: &'a [Bucket],
+    hash: u64,
+    bucket: usize,
+    slot: usize,
+    /// Buckets not yet visited, so that even a (never reached) table without an empty slot
+    /// ends the probe.
+    left: usize,
+}
+
+impl<'a> Iterator for Probe<'a> {
+    type Item = SlotRef<'a>;
+
+    fn next(&mut self) -> Option<SlotRef<'a>> {
+        while self.left > 0 {
+            let bucket = &self.buckets.get(self.bucket)?.0;
+            while let Some(cell) = bucket.get(self.slot) {
+                self.slot += 1;
+                let slot = cell.get();
+                if slot.offset == EMPTY {
+                    self.left = 0;
+                    return None;
+                }
+                if slot.hash == self.hash && slot.offset != DELETED {
+                    return Some(SlotRef(cell));
+                }
+            }
+            self.slot = 0;
+            self.bucket = (self.bucket + 1) & (self.buckets.len() - 1);
+            self.left -= 1;
+        }
+        None
+    }
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        hash: 0,
+        segment: 0,
+        offset: EMPTY,
+    };
+
+    /// A fresh entry: not verified, since nothing read the record through it yet.
+    fn new(hash: u64, loc: Loc) -> Slot {
+        Slot {
+            hash,
+            segment: loc.segment,
+            offset: loc.offset,
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        self.offset != EMPTY && self.offset != DELETED
+    }
+
+    fn loc(self) -> Loc {
+        Loc {
+            segment: self.segment,
+            offset: self.offset & !VERIFIED,
+        }
+    }
+}
+
+/// Buckets for `n` keys at most 7/8 full: a power of two.
+fn buckets_for(n: usize) -> usize {
+    (n * 8).div_ceil(7 * SLOTS).max(1).next_power_of_two()
+}
+
+fn empty_buckets(n: usize) -> Vec<Bucket> {
+    vec![Bucket([const { Cell::new(Slot::EMPTY) }; SLOTS]); n]
+}
+
+/// Home bucket of `hash` in a table of `buckets` (a power of two): the top bits of a
+/// multiplicative mix, so that any bits of the hash spread keys.
+fn home(hash: u64, buckets: usize) -> usize {
+    let bits = buckets.trailing_zeros();
+    if bits == 0 {
         return 0;
     }
-    let buckets = if capacity < 8 {
-        (capacity + 1).next_power_of_two()
-    } else {
-        (capacity * 8 / 7).next_power_of_two()
-    };
-    buckets * (entry + 1) + 16
+    (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
 }
 
 /// The hint area's index: hints by (target node, hint id), and the target of each id.
@@ -323,15 +442,23 @@ impl HintIndex {
 mod tests {
     use super::*;
 
-    fn loc(offset: u32) -> Loc {
-        Loc { segment: 1, offset }
+    /// Location number `n` of a toy store: aligned like a record.
+    fn loc(n: u32) -> Loc {
+        Loc {
+            segment: 1,
+            offset: n * RECORD_ALIGN as u32,
+        }
+    }
+
+    fn nth(l: Loc) -> usize {
+        l.offset as usize / RECORD_ALIGN
     }
 
     #[test]
     fn colliding_keys_stay_apart() {
         // Keys live "on disk": location offset n holds key n.
         let keys: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i]).collect();
-        let key_of = |l: Loc| keys.get(l.offset as usize).map(|k| &k[..]);
+        let key_of = |l: Loc| keys.get(nth(l)).map(|k| &k[..]);
         let mut p = PartitionIndex::default();
         assert_eq!(p.insert(5, &[0], loc(0), key_of), None);
         assert_eq!(p.insert(5, &[1], loc(1), key_of), None);
@@ -364,6 +491,101 @@ mod tests {
             let per_key = p.heap_bytes() as f64 / f64::from(n);
             println!("{n} keys: {per_key:.1} index bytes per key");
             assert!(per_key <= 64.0, "{per_key} bytes per key");
+        }
+    }
+
+    #[test]
+    fn the_verified_bit_lasts_until_the_entry_moves() {
+        let keys: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i]).collect();
+        let key_of = |l: Loc| keys.get(nth(l) % 4).map(|k| &k[..]);
+        let mut p = PartitionIndex::default();
+        p.insert(9, &[1], loc(1), key_of);
+        let slot = p.probe(9).next().unwrap();
+        assert!(!slot.verified());
+        slot.set_verified();
+        assert!(p.probe(9).next().unwrap().verified());
+        assert_eq!(
+            p.find(9, &[1], key_of),
+            Some(loc(1)),
+            "the bit is not in the location"
+        );
+        assert!(p.holds(9, loc(1)));
+        assert_eq!(p.entries().collect::<Vec<_>>(), vec![(9, loc(1))]);
+        // Overwrite: location 5 holds key [1] too.
+        assert_eq!(p.insert(9, &[1], loc(5), key_of), Some(loc(1)));
+        assert!(!p.probe(9).next().unwrap().verified());
+        p.probe(9).next().unwrap().set_verified();
+        assert!(p.relocate(9, loc(5), loc(9)));
+        assert!(!p.probe(9).next().unwrap().verified());
+    }
+
+    #[test]
+    fn a_full_table_of_colliding_buckets_keeps_every_key() {
+        // Every key has the same home bucket: they spill over many buckets and wrap around.
+        let mut p = PartitionIndex::with_capacity(3);
+        let none = |_: Loc| -> Option<&[u8]> { None };
+        for i in 0..100 {
+            p.insert(7, &[], loc(i), none);
+        }
+        assert_eq!(p.candidates(7).count(), 100);
+        for i in (0..100).step_by(2) {
+            assert!(p.remove_loc(7, loc(i)));
+        }
+        for i in 0..100 {
+            assert_eq!(p.holds(7, loc(i)), i % 2 == 1, "{i}");
+        }
+        assert_eq!(p.len(), 50);
+    }
+
+    proptest::proptest! {
+        /// The table agrees with a map from key to location under inserts, overwrites,
+        /// removals and relocations, with few distinct hashes so that keys collide, spill
+        /// into later buckets and leave deleted slots behind.
+        #[test]
+        fn the_table_agrees_with_a_map(
+            ops in proptest::collection::vec((0u8..4, 0u8..40, 0u64..6), 1..400)
+        ) {
+            // Location n holds key keys[n]; a new location per write.
+            let mut keys: Vec<u8> = Vec::new();
+            let mut model: HashMap<u8, (u64, Loc)> = HashMap::new();
+            let mut p = PartitionIndex::default();
+            for (op, key, hash) in ops {
+                // A key always has the same hash.
+                let hash = model.get(&key).map_or(hash, |&(h, _)| h);
+                let snapshot = keys.clone();
+                let key_of = |l: Loc| snapshot.get(nth(l)).map(std::slice::from_ref);
+                match op {
+                    0 | 1 => {
+                        let at = loc(keys.len() as u32);
+                        keys.push(key);
+                        let key_of = |l: Loc| keys.get(nth(l)).map(std::slice::from_ref);
+                        let old = p.insert(hash, &[key], at, key_of);
+                        proptest::prop_assert_eq!(old, model.insert(key, (hash, at)).map(|e| e.1));
+                    }
+                    2 => {
+                        let old = p.remove(hash, &[key], key_of);
+                        proptest::prop_assert_eq!(old, model.remove(&key).map(|e| e.1));
+                    }
+                    _ => {
+                        if let Some(&(h, old)) = model.get(&key) {
+                            let at = loc(keys.len() as u32);
+                            keys.push(key);
+                            proptest::prop_assert!(p.relocate(h, old, at));
+                            model.insert(key, (h, at));
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(p.len(), model.len());
+            }
+            let key_of = |l: Loc| keys.get(nth(l)).map(std::slice::from_ref);
+            for (&key, &(hash, at)) in &model {
+                proptest::prop_assert_eq!(p.find(hash, &[key], key_of), Some(at));
+            }
+            let mut got: Vec<(u64, Loc)> = p.entries().collect();
+            let mut want: Vec<(u64, Loc)> = model.values().copied().collect();
+            got.sort_by_key(|&(h, l)| (h, l.offset));
+            want.sort_by_key(|&(h, l)| (h, l.offset));
+            proptest::prop_assert_eq!(got, want);
         }
     }
 

@@ -52,11 +52,13 @@
 //!
 //! # Index
 //!
-//! Per partition (an ahash map of partitions), a hash table from the key's 64-bit hash
-//! (ahash with per-store random seeds kept in `STORE`) to the record's (segment, offset):
-//! 16 bytes per key plus table slack, about 19 to 39 bytes per key whatever the key length,
-//! since keys are not copied into memory: a lookup compares the key stored in the record.
-//! Keys of one partition whose hashes collide are kept apart in a small overflow table.
+//! Per partition (an ahash map of partitions), an open-addressing table of 16-byte slots,
+//! four to a cache line: the key's 64-bit hash (ahash with per-store random seeds kept in
+//! `STORE`) beside the record's (segment, offset), so one cache line answers a lookup and
+//! the record is the only other miss. 16 bytes per key plus table slack (at most 7/8 full),
+//! about 18 to 37 bytes per key whatever the key length, since keys are not copied into
+//! memory: a lookup compares the key stored in the record. Keys of one partition whose
+//! hashes collide take one slot each, told apart by their records' keys.
 //! [`Store::index_bytes`] reports the figure from the tables' capacities.
 //!
 //! # Durability
@@ -69,7 +71,8 @@
 //!   acknowledged; costs one fsync per write.
 //! - [`Durability::Group`]: `put` returns at once with its LSN; the caller calls
 //!   [`Store::sync`] on a timer (every `GROUP_COMMIT_INTERVAL_MS_DEFAULT` ms) and
-//!   acknowledges a write only once [`Store::durable_lsn`] reached its LSN. What was
+//!   acknowledges a write only once [`Store::durable_lsn`] reached its LSN; a reactor thread
+//!   uses [`Store::begin_sync`] instead, to run the `fdatasync`s elsewhere. What was
 //!   acknowledged that way survives a power loss; writes after the last sync survive a
 //!   process crash (the page cache holds them) but a power loss may lose them, and may keep
 //!   some and lose others (pages are written back in any order).
@@ -100,10 +103,24 @@
 //! write, never after recovered bytes, so an open writes nothing and works on a full disk.
 //! A segment whose header is damaged is left untouched on disk and ignored (counted).
 //!
-//! Reads check the record's CRC (and that it holds the asked key) every time, so damage
-//! that happens after open, or that a checkpointed open did not rescan, is reported as
-//! [`ReadError::Corrupted`] and never returned as data. The check costs one CRC32C pass over
-//! a record the read touches anyway (hardware CRC, tens of nanoseconds for small values).
+//! # Reads
+//!
+//! A read checks that the record holds the asked key and is a value or a tombstone, and
+//! checks its CRC the first time this process reads it through its index entry: the entry
+//! then keeps a *verified* bit, cleared whenever it points at a new record (a write,
+//! compaction's copy, a reopen). So corrupt data is never returned: a record is CRC-checked
+//! at least once per process lifetime before any of its bytes are served, whether it came
+//! from a scan at open (which checks every record), a checkpoint (which checks nothing) or a
+//! write. Damage found that way is reported as [`ReadError::Corrupted`] and counted.
+//!
+//! What the bit gives up: a record already verified is not checked again, so bytes that
+//! change under the mapping later (the kernel dropping the page and re-reading it from a
+//! disk that corrupted it since, or another process writing into the file, which the store
+//! does not allow) would be served. Disks check their own sectors, and every reopen, every
+//! scan and every compaction re-checks; what is saved is a CRC32C pass over the whole record
+//! on every hot read (about an eighth of a read's time), which the 3M reads/s target
+//! could not afford. The structural checks (lengths within the record, marker byte, kind)
+//! still run on every read, so a read can never slice outside its record.
 //!
 //! # Merkle trees
 //!
@@ -126,6 +143,7 @@ pub mod format;
 mod index;
 mod recovery;
 mod segment;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod trees;
@@ -137,6 +155,7 @@ use std::sync::Arc;
 
 pub use compact::CompactProgress;
 pub use error::{OpenError, ReadError, WriteError};
+pub use sync::{SyncJob, Synced};
 pub use trees::BucketEntry;
 
 use crate::constants::{
@@ -144,8 +163,8 @@ use crate::constants::{
     KEY_BYTES_MAX, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, VALUE_BYTES_MAX,
 };
 use format::{
-    decode_at, encode_header, padded, u32_at, u64_at, Decoded, Record, RecordKind, RecordMeta,
-    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    decode_at, decode_verified_at, encode_header, padded, u32_at, u64_at, Decoded, Record,
+    RecordKind, RecordMeta, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use index::{HintIndex, Loc, PartitionIndex};
 use segment::Segment;
@@ -419,24 +438,21 @@ impl Store {
 
     /// Reads the value of `key` in `partition`; `Ok(None)` if absent.
     pub fn get(&self, partition: u32, key: &[u8]) -> Result<Option<Found<'_>>, ReadError> {
-        let Some(loc) = self.locate(partition, key)? else {
-            return Ok(None);
-        };
-        let (rec, _) = self.checked(loc, key)?;
-        Ok(Some(Found {
-            kind: value_kind(rec.meta.kind),
-            value: rec.value,
-            lsn: rec.meta.lsn,
-        }))
+        Ok(self
+            .lookup(partition, key)?
+            .map(|Located { rec, .. }| Found {
+                kind: value_kind(rec.meta.kind),
+                value: rec.value,
+                lsn: rec.meta.lsn,
+            }))
     }
 
     /// Like [`Store::get`], but the result keeps its segment mapped, so it outlives later
     /// writes and compaction.
     pub fn get_shared(&self, partition: u32, key: &[u8]) -> Result<Option<SharedValue>, ReadError> {
-        let Some(loc) = self.locate(partition, key)? else {
+        let Some(Located { rec, seg, loc }) = self.lookup(partition, key)? else {
             return Ok(None);
         };
-        let (rec, seg) = self.checked(loc, key)?;
         let start = loc.offset as usize + RECORD_HEADER_BYTES + rec.key.len();
         Ok(Some(SharedValue {
             segment: Arc::clone(seg),
@@ -596,20 +612,12 @@ impl Store {
 
     /// Makes every write so far durable (fdatasync of the segments written since the last
     /// sync) and returns the new [`Store::durable_lsn`]. An error poisons the store.
+    ///
+    /// The synchronous form of [`Store::begin_sync`], [`SyncJob::run`] and
+    /// [`Store::finish_sync`], which let the `fdatasync`s run on another thread.
     pub fn sync(&mut self) -> Result<Lsn, WriteError> {
-        if self.poisoned {
-            return Err(WriteError::Poisoned);
-        }
-        let upto = self.next_lsn - 1;
-        for info in self.segments.values_mut().filter(|i| i.dirty) {
-            if let Err(e) = info.seg.sync() {
-                self.poisoned = true;
-                return Err(WriteError::SyncFailed(e));
-            }
-            info.dirty = false;
-        }
-        self.durable_lsn = upto;
-        Ok(upto)
+        let done = self.begin_sync()?.run();
+        self.finish_sync(done)
     }
 
     /// Every write with an LSN up to this one is on disk.
@@ -668,37 +676,49 @@ impl Store {
 
     // ---- helpers ------------------------------------------------------------------------
 
-    /// Where `key`'s record is. When the key's hash is filed but no record there holds the
-    /// key, a damaged record (say, a flipped key length) may be hiding it: report that
-    /// rather than a plain miss.
-    fn locate(&self, partition: u32, key: &[u8]) -> Result<Option<Loc>, ReadError> {
+    /// The value record of `key`, with its segment and location. The index entry's hash
+    /// and location come from one cache line, the record from a second; its CRC is checked
+    /// on the first read through this entry only (see "Reads" in the module docs). When the
+    /// key's hash is filed but no record there holds the key, a damaged record (say, a
+    /// flipped key length) may be hiding it: report that rather than a plain miss.
+    fn lookup(&self, partition: u32, key: &[u8]) -> Result<Option<Located<'_>>, ReadError> {
         let Some(index) = self.partitions.get(&partition) else {
             return Ok(None);
         };
         let hash = self.hasher.hash_one(key);
-        if let Some(loc) = index.find(hash, key, |l| key_at(&self.segments, l)) {
-            return Ok(Some(loc));
+        for slot in index.probe(hash) {
+            let loc = slot.loc();
+            let Some(info) = self.segments.get(&loc.segment) else {
+                continue;
+            };
+            let verified = slot.verified();
+            let decoded = if verified {
+                decode_verified_at(info.seg.bytes(), loc.offset as usize)
+            } else {
+                decode_at(info.seg.bytes(), loc.offset as usize)
+            };
+            let Decoded::Record(rec) = decoded else {
+                continue;
+            };
+            if rec.key != key {
+                continue;
+            }
+            if !matches!(rec.meta.kind, RecordKind::Value | RecordKind::Tombstone) {
+                return Err(self.corrupted(loc));
+            }
+            if !verified {
+                slot.set_verified();
+            }
+            return Ok(Some(Located {
+                rec,
+                seg: &info.seg,
+                loc,
+            }));
         }
         match index.candidates(hash).find(|&l| self.decode(l).is_none()) {
             Some(damaged) => Err(self.corrupted(damaged)),
             None => Ok(None),
         }
-    }
-
-    /// Decodes the value record at `loc` and checks it is `key`'s: anything else is damage.
-    fn checked(&self, loc: Loc, key: &[u8]) -> Result<(Record<'_>, &Arc<Segment>), ReadError> {
-        let found = self.segments.get(&loc.segment).and_then(|info| {
-            match decode_at(info.seg.bytes(), loc.offset as usize) {
-                Decoded::Record(r)
-                    if r.key == key
-                        && matches!(r.meta.kind, RecordKind::Value | RecordKind::Tombstone) =>
-                {
-                    Some((r, &info.seg))
-                }
-                _ => None,
-            }
-        });
-        found.ok_or_else(|| self.corrupted(loc))
     }
 
     /// Decodes the record at `loc` if it checks out and has a wanted kind, else counts it.
@@ -883,6 +903,13 @@ impl Drop for Store {
             let _ = self.sync();
         }
     }
+}
+
+/// A key's current record, as [`Store::get`] and [`Store::get_shared`] find it.
+struct Located<'a> {
+    rec: Record<'a>,
+    seg: &'a Arc<Segment>,
+    loc: Loc,
 }
 
 /// Header fields of a record that was checked when it entered the index.

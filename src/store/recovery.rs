@@ -17,7 +17,9 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::format::{decode_at, u32_at, u64_at, Decoded, Record, RecordKind, FORMAT_VERSION};
+use super::format::{
+    decode_at, u32_at, u64_at, Decoded, Record, RecordKind, FORMAT_VERSION, RECORD_ALIGN,
+};
 use super::index::{HintIndex, Loc, PartitionIndex};
 use super::segment::Segment;
 use super::{
@@ -649,6 +651,9 @@ fn load_checkpoint(
         let mut index = PartitionIndex::with_capacity(n);
         for _ in 0..n {
             let (hash, segment, offset) = (r.u64()?, r.u32()?, r.u32()?);
+            if offset as usize % RECORD_ALIGN != 0 {
+                return Err("misaligned record offset".into());
+            }
             if !store.segments.contains_key(&segment) {
                 *pending.missing.entry((partition, hash)).or_default() += 1;
                 continue;
