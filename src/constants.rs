@@ -333,8 +333,53 @@ pub const FAILURE_DOWN_AFTER: u32 = 3;
 /// Consecutive answered pings after which an unreachable peer is trusted again.
 pub const FAILURE_UP_AFTER: u32 = 2;
 
+/// Default cluster id of `rotord` (`--cluster-id`): nonzero, since 0 means "any" in a
+/// client's HELLO. Clusters that must never talk to each other by mistake set their own.
+pub const CLUSTER_ID_DEFAULT: u64 = 1;
+
+/// Interval of each shard's cluster timer in the server, in milliseconds: coordinator
+/// deadlines and hint delivery on every shard, gossip and pings on shard 0. A deadline
+/// fires up to this late; a shorter tick costs a timer wake-up per shard that often.
+pub const CLUSTER_TICK_MS: u64 = 10;
+
+/// Shard ids from this one up name incoming peer connections, not shards: a peer's HELLO
+/// gives its node id but not its shard, so each incoming peer connection gets its own
+/// pseudo shard id, and the coordinator's replies to it find the connection again. Real
+/// shard counts stay below it (`SHARDS_PER_NODE_MAX`).
+pub const PEER_PSEUDO_SHARD_BASE: u16 = 0x8000;
+
+/// Frames waiting in one outgoing peer link (one per peer shard, per local shard) while it
+/// connects or writes. Past it further messages to that replica are dropped (the
+/// coordinator's deadline then reports the replica unresponsive); each frame holds one
+/// replica message, so this bounds a stalled peer's memory to this many messages.
+pub const PEER_LINK_QUEUE_FRAMES_MAX: usize = 4096;
+
+/// Longest a connect to a peer may take before it counts as failed, in milliseconds. It
+/// runs on a blocking helper thread, so only that link waits.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+/// First and longest back-off between two connection attempts of one peer link, in
+/// milliseconds (doubling in between). Messages to a link in back-off are dropped at once
+/// rather than queued: they would be stale by the next attempt.
+pub const PEER_BACKOFF_MS_MIN: u64 = 50;
+/// See `PEER_BACKOFF_MS_MIN`.
+pub const PEER_BACKOFF_MS_MAX: u64 = 2_000;
+
+/// Peer messages one shard may have on their way to other shards of its node through the
+/// mailbox at once (each a small task awaiting the queue). Past it further ones are
+/// dropped and left to the coordinator's deadlines, so a stalled shard cannot make another
+/// one queue without limit.
+pub const CLUSTER_MAILBOX_SENDS_MAX: usize = 8192;
+
+/// Longest a client or peer request may wait for its coordinator's answer beyond the
+/// largest request deadline, in milliseconds: a safety net (the coordinator always
+/// answers by its deadline) that keeps a lost answer from pinning a connection slot.
+pub const CLUSTER_REPLY_GRACE_MS: u64 = 5_000;
+
 const _: () = assert!(REQUEST_TIMEOUT_MS_DEFAULT <= REQUEST_TIMEOUT_MS_MAX);
 const _: () = assert!(PING_TIMEOUT_MS_DEFAULT >= PING_INTERVAL_MS_DEFAULT);
+const _: () = assert!(PEER_BACKOFF_MS_MIN <= PEER_BACKOFF_MS_MAX);
+const _: () = assert!(SHARDS_PER_NODE_MAX <= PEER_PSEUDO_SHARD_BASE as usize);
 const _: () = assert!(FAILURE_DOWN_AFTER >= 1 && FAILURE_UP_AFTER >= 1);
 const _: () = assert!(HINT_BATCH_MAX <= HINTS_MAX);
 

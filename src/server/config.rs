@@ -43,6 +43,27 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// Milliseconds a new connection has to complete its handshake.
     pub handshake_timeout_ms: u64,
+    /// This node's id (nonzero), kept in `<data-dir>/NODE`; generated on first start when
+    /// absent. A given id that differs from the stored one refuses to start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u64>,
+    /// Common addresses (`HOST:PORT`) of other nodes to join through; empty: a one-node
+    /// cluster until another node names this one as its seed.
+    pub seeds: Vec<String>,
+    /// Failure zone of this node (replicas spread over zones first); empty for none.
+    pub zone: String,
+    /// Relative capacity of this node (its share of partitions), at least 1.
+    pub weight: u32,
+    /// Default replica count N (clamped to the membership size when smaller).
+    pub n: u8,
+    /// Default read quorum R (at most N).
+    pub r: u8,
+    /// Default write quorum W (at most N).
+    pub w: u8,
+    /// The cluster's id: a peer with another one is refused (`WRONG_CLUSTER`). Nonzero.
+    pub cluster_id: u64,
+    /// Milliseconds between two gossip rounds.
+    pub gossip_interval_ms: u64,
 }
 
 /// Which cores run a shard.
@@ -107,6 +128,9 @@ pub enum ConfigError {
     /// `shard_ports` does not have one port per shard, or the derived ports overflow.
     #[error("shard ports: {0}")]
     ShardPorts(String),
+    /// A cluster setting (identity, replication defaults, seeds) is refused.
+    #[error("{0}")]
+    Cluster(String),
     /// A numeric setting outside its allowed range.
     #[error("`{key}` must be {expected}, got {value}")]
     Range {
@@ -138,6 +162,34 @@ pub struct Args {
     /// Durability: always, group or never [default: group].
     #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
     pub fsync: Option<Fsync>,
+    /// This node's id, nonzero (kept in <data-dir>/NODE) [default: generated once].
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<u64>,
+    /// Common addresses of other nodes to join through, comma-separated [default: none, a
+    /// one-node cluster].
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+    /// Failure zone of this node [default: none].
+    #[arg(long, value_name = "NAME")]
+    pub zone: Option<String>,
+    /// Relative capacity of this node, at least 1 [default: 1].
+    #[arg(long, value_name = "W")]
+    pub weight: Option<u32>,
+    /// Default replica count N, clamped to the number of nodes [default: 3].
+    #[arg(long, value_name = "N")]
+    pub n: Option<u8>,
+    /// Default read quorum R [default: 2].
+    #[arg(long, value_name = "R")]
+    pub r: Option<u8>,
+    /// Default write quorum W [default: 2].
+    #[arg(long, value_name = "W")]
+    pub w: Option<u8>,
+    /// Cluster id, nonzero; peers of another cluster are refused [default: 1].
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: Option<u64>,
+    /// Milliseconds between two gossip rounds [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub gossip_interval_ms: Option<u64>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -156,6 +208,15 @@ impl Default for Config {
             connection_output_bytes_max: constants::CONNECTION_OUTPUT_BYTES_MAX_DEFAULT,
             idle_timeout_ms: constants::IDLE_TIMEOUT_MS_DEFAULT,
             handshake_timeout_ms: constants::HANDSHAKE_TIMEOUT_MS_DEFAULT,
+            node_id: None,
+            seeds: Vec::new(),
+            zone: String::new(),
+            weight: 1,
+            n: constants::REPLICAS_DEFAULT,
+            r: constants::READ_QUORUM_DEFAULT,
+            w: constants::WRITE_QUORUM_DEFAULT,
+            cluster_id: constants::CLUSTER_ID_DEFAULT,
+            gossip_interval_ms: constants::GOSSIP_INTERVAL_MS_DEFAULT,
         }
     }
 }
@@ -204,6 +265,38 @@ impl Config {
         if let Some(fsync) = args.fsync {
             self.fsync = fsync;
         }
+        if let Some(id) = args.node_id {
+            self.node_id = Some(id);
+        }
+        if let Some(seeds) = &args.seeds {
+            self.seeds = seeds
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        if let Some(zone) = &args.zone {
+            self.zone = zone.clone();
+        }
+        let numbers = [
+            (args.n, &mut self.n),
+            (args.r, &mut self.r),
+            (args.w, &mut self.w),
+        ];
+        for (flag, key) in numbers {
+            if let Some(value) = flag {
+                *key = value;
+            }
+        }
+        if let Some(weight) = args.weight {
+            self.weight = weight;
+        }
+        if let Some(id) = args.cluster_id {
+            self.cluster_id = id;
+        }
+        if let Some(ms) = args.gossip_interval_ms {
+            self.gossip_interval_ms = ms;
+        }
     }
 
     /// Checks every key on its own; [`Config::cpus`] and [`Config::shard_ports_for`] check
@@ -230,6 +323,7 @@ impl Config {
             1,
             3_600_000,
         )?;
+        self.validate_cluster()?;
         if let Cores::Count(0) = self.cores {
             return Err(ConfigError::CoresSyntax("0".into()));
         }
@@ -241,6 +335,45 @@ impl Config {
                 return Err(ConfigError::ShardPorts(format!(
                     "port {} is also the listen port",
                     listen.port()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The cluster keys: identities nonzero, N/R/W consistent, seeds `HOST:PORT`.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        if self.node_id == Some(0) {
+            return Err(ConfigError::Cluster("`node_id` must be nonzero".into()));
+        }
+        if self.cluster_id == 0 {
+            return Err(ConfigError::Cluster("`cluster_id` must be nonzero".into()));
+        }
+        check_range("weight", self.weight.into(), 1, u64::from(u16::MAX))?;
+        check_range("n", self.n.into(), 1, u64::from(constants::REPLICAS_MAX))?;
+        for (key, quorum) in [("r", self.r), ("w", self.w)] {
+            if quorum == 0 || quorum > self.n {
+                return Err(ConfigError::Cluster(format!(
+                    "`{key}` must be between 1 and n = {}, got {quorum}",
+                    self.n
+                )));
+            }
+        }
+        check_range("gossip_interval_ms", self.gossip_interval_ms, 10, 600_000)?;
+        if self.zone.len() > constants::TEXT_BYTES_MAX {
+            return Err(ConfigError::Cluster("`zone` is too long".into()));
+        }
+        if self.seeds.len() > constants::NODES_MAX {
+            return Err(ConfigError::Cluster("too many `seeds`".into()));
+        }
+        for seed in &self.seeds {
+            let port = seed
+                .rsplit_once(':')
+                .filter(|(host, _)| !host.is_empty())
+                .and_then(|(_, port)| port.parse::<u16>().ok());
+            if port.is_none_or(|port| port == 0) || seed.len() > constants::TEXT_BYTES_MAX {
+                return Err(ConfigError::Cluster(format!(
+                    "seed `{seed}` is not HOST:PORT (e.g. 127.0.0.2:7070)"
                 )));
             }
         }
@@ -455,6 +588,9 @@ fn check_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), 
         "connection_in_flight_max" => "between 1 and 65536",
         "connection_output_bytes_max" => "between 4096 and 1073741824",
         "idle_timeout_ms" => "between 1 and 86400000 (one day)",
+        "weight" => "between 1 and 65535",
+        "n" => "between 1 and 16",
+        "gossip_interval_ms" => "between 10 and 600000",
         _ => "between 1 and 3600000 (one hour)",
     };
     Err(ConfigError::Range {
@@ -665,6 +801,67 @@ mod tests {
         let err = Config::from_args(&args(&["--config", "/nonexistent/rotor.toml"])).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
         assert!(Args::try_parse_from(["rotord", "--fsync", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn cluster_flags_and_keys() {
+        let config = Config::from_args(&args(&[])).unwrap();
+        assert_eq!((config.n, config.r, config.w), (3, 2, 2));
+        assert!(config.seeds.is_empty());
+        assert_eq!(config.cluster_id, constants::CLUSTER_ID_DEFAULT);
+        let config = Config::from_args(&args(&[
+            "--node-id",
+            "7",
+            "--seeds",
+            "127.0.0.2:7070,127.0.0.3:7070",
+            "--zone",
+            "a",
+            "--weight",
+            "2",
+            "--n",
+            "5",
+            "--r",
+            "3",
+            "--w",
+            "4",
+            "--cluster-id",
+            "9",
+            "--gossip-interval-ms",
+            "50",
+        ]))
+        .unwrap();
+        assert_eq!(config.node_id, Some(7));
+        assert_eq!(config.seeds, ["127.0.0.2:7070", "127.0.0.3:7070"]);
+        assert_eq!(config.zone, "a");
+        assert_eq!((config.weight, config.n, config.r, config.w), (2, 5, 3, 4));
+        assert_eq!((config.cluster_id, config.gossip_interval_ms), (9, 50));
+        let text = config.to_toml();
+        assert_eq!(parse(&text).expect(&text), config, "{text}");
+
+        let file = parse("seeds = [\"10.0.0.1:7070\"]\nn = 1\nr = 1\nw = 1\n").unwrap();
+        assert_eq!(file.seeds, ["10.0.0.1:7070"]);
+    }
+
+    #[test]
+    fn cluster_values_are_checked_with_clear_errors() {
+        let refused = |flags: &[&str]| {
+            Config::from_args(&args(flags))
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(refused(&["--node-id", "0"]).contains("node_id"));
+        assert!(refused(&["--cluster-id", "0"]).contains("cluster_id"));
+        assert!(refused(&["--weight", "0"]).contains("weight"));
+        assert!(refused(&["--n", "0"]).contains("`n`"));
+        assert!(refused(&["--n", "17"]).contains("`n`"));
+        assert!(refused(&["--n", "2", "--r", "3"]).contains("`r`"));
+        assert!(refused(&["--w", "0"]).contains("`w`"));
+        assert!(refused(&["--gossip-interval-ms", "1"]).contains("gossip_interval_ms"));
+        for bad in ["nohost", ":7070", "host:", "host:0", "host:99999"] {
+            assert!(refused(&["--seeds", bad]).contains("seed"), "{bad}");
+        }
+        assert!(Args::try_parse_from(["rotord", "--node-id", "-1"]).is_err());
+        assert!(parse("seeds = \"one\"").is_err());
     }
 
     #[test]

@@ -19,9 +19,11 @@
 pub mod commit;
 pub mod config;
 pub mod connection;
+pub mod convert;
 pub mod echo;
 pub mod limits;
 pub mod mailbox;
+pub mod replica_store;
 pub mod runtime;
 pub mod service;
 pub mod stats;
