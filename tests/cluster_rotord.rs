@@ -138,9 +138,8 @@ fn a_killed_node_misses_nothing_once_it_is_back() {
         expected.insert(key, value);
     }
     assert!(
-        routed.unreachable_nodes().contains(&2),
-        "the routing client never found node 2 down: {:?}",
-        routed.unreachable_nodes()
+        routed.reroutes() > 0,
+        "the routing client never had to route around node 2"
     );
     let mut other = cluster.client_via(0);
     for (key, value) in &expected {

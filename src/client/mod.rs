@@ -11,7 +11,7 @@
 //! many requests and matches replies by request id, so replies may come in any order.
 //!
 //! In a cluster, a node that refuses connections (or drops one under a read) is taken as
-//! unreachable for [`NODE_RETRY_AFTER`]: its keys go meanwhile to the next node clockwise
+//! unreachable for [`ClientConfig::node_retry_after`]: its keys go meanwhile to the next node clockwise
 //! on the ring ([`Topology::fallback_addr`]), which coordinates them as any node may. Only
 //! requests that cannot have been applied are sent again (a refused connection, or a read):
 //! a write lost with its connection is reported as indeterminate, never resent.
@@ -52,10 +52,9 @@ pub const IO_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// could fill both socket buffers and wait forever, so it reads as it goes.
 pub const BATCH_WINDOW: usize = 128;
 
-/// How long a node that refused a connection is routed around before the client tries it
-/// again: long enough not to pay a refused connect per request, short enough to return to
-/// a restarted node within a few seconds.
-pub const NODE_RETRY_AFTER: Duration = Duration::from_secs(2);
+/// Default of [`ClientConfig::node_retry_after`]: long enough not to pay a refused connect
+/// per request, short enough to return to a restarted node within a few seconds.
+pub const NODE_RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(2);
 
 /// How a client connects.
 #[derive(Clone, Debug)]
@@ -73,6 +72,9 @@ pub struct ClientConfig {
     /// the key, so that node coordinates or forwards it: to go through one chosen node,
     /// or through a load balancer. No rerouting around unreachable nodes.
     pub pin_to_seed: bool,
+    /// How long a node that could not be reached is routed around before the client tries
+    /// it again.
+    pub node_retry_after: Duration,
     /// Options used by requests that do not give their own.
     pub options: RequestOptions,
 }
@@ -85,6 +87,7 @@ impl Default for ClientConfig {
             cluster_id: 0,
             shard_aware: true,
             pin_to_seed: false,
+            node_retry_after: NODE_RETRY_AFTER_DEFAULT,
             options: RequestOptions::default(),
         }
     }
@@ -172,8 +175,11 @@ pub struct Client {
     config: ClientConfig,
     topology: Topology,
     conns: HashMap<SocketAddr, Connection>,
-    /// Nodes found unreachable, by id, with when; routed around for [`NODE_RETRY_AFTER`].
+    /// Nodes found unreachable, by id, with when; routed around for
+    /// [`ClientConfig::node_retry_after`].
     unreachable: HashMap<u64, Instant>,
+    /// Requests sent again around an unreachable node.
+    reroutes: u64,
 }
 
 impl Client {
@@ -206,6 +212,7 @@ impl Client {
                         },
                         conns: HashMap::new(),
                         unreachable: HashMap::new(),
+                        reroutes: 0,
                     };
                     client.conns.insert(seed, conn);
                     client.refresh_topology()?;
@@ -285,10 +292,16 @@ impl Client {
         ids
     }
 
+    /// How many requests were sent again around an unreachable node since the client was
+    /// made (each counts once per resend).
+    pub fn reroutes(&self) -> u64 {
+        self.reroutes
+    }
+
     fn is_unreachable(&self, node: u64) -> bool {
         self.unreachable
             .get(&node)
-            .is_some_and(|since| since.elapsed() < NODE_RETRY_AFTER)
+            .is_some_and(|since| since.elapsed() < self.config.node_retry_after)
     }
 
     /// Notes that the node `route` sent to could not be reached. Returns whether routing
@@ -421,9 +434,11 @@ impl Client {
                 if failed.is_empty() || !self.mark_unreachable(&route) {
                     continue;
                 }
+                let before = pending.len();
                 pending.extend(failed.into_iter().filter(
                     |&i| matches!(&results[i], Some(Err(e)) if resendable(e, ops[i].is_write())),
                 ));
+                self.reroutes += (pending.len() - before) as u64;
             }
         }
         if stale {
@@ -545,6 +560,7 @@ impl Client {
                     if !(rerouted && resendable(&e, write)) {
                         return Err(e);
                     }
+                    self.reroutes += 1;
                 }
                 Err(ClientError::Server {
                     code, ring_epoch, ..

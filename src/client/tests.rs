@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use super::*;
 use crate::wire::{
@@ -338,7 +339,12 @@ fn errors_carry_code_counts_and_indeterminacy() {
 #[test]
 fn keys_of_an_unreachable_node_go_to_the_next_node() {
     let (fake, addr) = start(3);
-    let mut client = Client::connect(addr).unwrap();
+    // Node 6 stays routed around for the whole test, however slow the machine.
+    let config = ClientConfig {
+        node_retry_after: Duration::from_secs(3600),
+        ..ClientConfig::default()
+    };
+    let mut client = Client::connect_with(addr, config.clone()).unwrap();
     assert_eq!(client.topology().nodes.len(), 2);
     let (mine, theirs) = (key_on(0, 0), key_on(1, 0));
     assert_eq!(client.route(&theirs).unwrap().node, 6);
@@ -347,9 +353,11 @@ fn keys_of_an_unreachable_node_go_to_the_next_node() {
     // port, and so do the next requests for node 6's keys while it stays down.
     client.put(&theirs, b"b", None).unwrap();
     assert_eq!(client.unreachable_nodes(), vec![6]);
+    assert_eq!(client.reroutes(), 1);
     let route = client.route(&theirs).unwrap();
     assert_eq!((route.node, route.via, route.addr), (6, Some(5), addr));
     assert_eq!(client.get(&theirs).unwrap().siblings, vec![b"b".to_vec()]);
+    assert_eq!(client.reroutes(), 1);
     let keys: Vec<Vec<u8>> = (1..20).map(|n| key_on(1, n)).collect();
     let ops: Vec<Op<'_>> = keys
         .iter()
@@ -360,10 +368,11 @@ fn keys_of_an_unreachable_node_go_to_the_next_node() {
         })
         .collect();
     // A batch from a client that does not know yet goes around node 6 the same way.
-    let mut fresh = Client::connect(addr).unwrap();
+    let mut fresh = Client::connect_with(addr, config).unwrap();
     let results = fresh.batch(&ops);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(fresh.unreachable_nodes(), vec![6]);
+    assert_eq!(fresh.reroutes(), ops.len() as u64);
     assert_eq!(fake.seen.lock().unwrap().len(), 3 + ops.len());
 
     // Pinned to its seed, a client sends everything there and never reroutes.
@@ -375,6 +384,7 @@ fn keys_of_an_unreachable_node_go_to_the_next_node() {
     assert_eq!(pinned.route(&theirs).unwrap().addr, addr);
     assert_eq!(pinned.get(&theirs).unwrap().siblings, vec![b"b".to_vec()]);
     assert!(pinned.unreachable_nodes().is_empty());
+    assert_eq!(pinned.reroutes(), 0);
 }
 
 #[test]
