@@ -84,9 +84,10 @@ fn malformed_frames_get_error_frames_and_the_server_survives() {
     assert_eq!(code(&conn.call(&ping)), ErrorCode::Unsupported);
     assert_eq!(conn.get(b"k").0, Vec::<Vec<u8>>::new(), "still serving");
 
-    // A peer HELLO is refused on a one-node server; a HELLO of other versions too.
+    // A peer HELLO from another cluster is refused (the node is in cluster 1 by
+    // default); a HELLO of other versions too.
     for (role, min, max, want) in [
-        (wire::Role::Peer, 1, 1, ErrorCode::HandshakeRequired),
+        (wire::Role::Peer, 1, 1, ErrorCode::WrongCluster),
         (wire::Role::Client, 2, 3, ErrorCode::UnsupportedVersion),
     ] {
         let mut conn = Conn::open(server.listen);

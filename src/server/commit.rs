@@ -28,6 +28,9 @@ pub struct GroupCommit {
     committer: RefCell<Option<Waker>>,
     /// Set at shutdown: the commit task ends.
     stopped: Cell<bool>,
+    /// A sync was asked for without a waiter here: the cluster coordinator holds its own
+    /// acknowledgements and releases them when ticked after the sync.
+    wanted: Cell<bool>,
 }
 
 /// Where one waiting write learns its outcome.
@@ -67,11 +70,20 @@ impl GroupCommit {
 
     /// Whether any write waits for a sync.
     pub fn has_waiters(&self) -> bool {
-        !self.waiters.borrow().is_empty()
+        !self.waiters.borrow().is_empty() || self.wanted.get()
+    }
+
+    /// Asks for a sync although no write waits here (the coordinator's writes, whose
+    /// acknowledgements it holds itself until the durable LSN passes them).
+    pub fn request_sync(&self) {
+        if !self.wanted.replace(true) {
+            self.kick();
+        }
     }
 
     /// Wakes every waiter whose LSN is at most `durable` with success.
     pub fn release(&self, durable: Lsn) {
+        self.wanted.set(false);
         let mut done = Vec::new();
         {
             let mut waiters = self.waiters.borrow_mut();
@@ -86,6 +98,7 @@ impl GroupCommit {
 
     /// Wakes every waiter with failure: the sync failed and the store refuses writes.
     pub fn fail_all(&self) {
+        self.wanted.set(false);
         let done: Vec<Rc<Slot>> = self
             .waiters
             .borrow_mut()
@@ -159,6 +172,17 @@ mod tests {
         assert_eq!(block_on(poll_once(third.as_mut())), None);
         commit.fail_all();
         assert_eq!(block_on(poll_once(third.as_mut())), Some(false));
+        assert!(!commit.has_waiters());
+    }
+
+    #[test]
+    fn a_requested_sync_wakes_the_commit_task_until_released() {
+        let commit = GroupCommit::default();
+        let mut idle = Box::pin(commit.work());
+        assert_eq!(block_on(poll_once(idle.as_mut())), None);
+        commit.request_sync();
+        assert_eq!(block_on(poll_once(idle.as_mut())), Some(()));
+        commit.release(1);
         assert!(!commit.has_waiters());
     }
 

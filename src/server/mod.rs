@@ -9,13 +9,17 @@
 //! [`limits`] holds the little state shared across threads (connection cap, stop latch).
 //! [`service`] is the Rotor protocol itself (handshake, GET/PUT/DELETE on the shard's
 //! store, TOPOLOGY, STATS), with [`commit`] (group commit) and [`stats`] (counters and
-//! latency percentiles); [`start_node`] starts a one-node server. [`echo`] is a trivial
-//! protocol the runtime's own tests use.
+//! latency percentiles); [`start_node`] starts a node. [`cluster`] is the per-shard cluster
+//! runtime driving the coordinator, gossip and failure detector, with [`peer`] (outgoing
+//! peer links), [`convert`] (wire messages to and from the state machines' values) and
+//! [`replica_store`] (the coordinator's storage over the shard's store). [`echo`] is a
+//! trivial protocol the runtime's own tests use.
 //!
 //! What this layer deliberately does not do: decode messages (the handler does), touch a
 //! store from another core (only the mailbox crosses cores), or read a clock for anything
 //! but timeouts.
 
+pub mod cluster;
 pub mod commit;
 pub mod config;
 pub mod connection;
@@ -23,6 +27,7 @@ pub mod convert;
 pub mod echo;
 pub mod limits;
 pub mod mailbox;
+pub mod peer;
 pub mod replica_store;
 pub mod runtime;
 pub mod service;

@@ -50,6 +50,12 @@ pub trait Service: 'static {
         req: Self::Request,
     ) -> impl Future<Output = Self::Response> + 'static;
 
+    /// Runs once the shard joined the mailbox mesh, before it accepts connections (the
+    /// place to start background work that reaches other shards).
+    fn started(self: &Rc<Self>, mailbox: &Rc<Mailbox<Self::Request, Self::Response>>) {
+        let _ = mailbox;
+    }
+
     /// Runs once at shutdown, after this shard's connections ended and no other shard can
     /// forward here any more (later: sync the stores).
     fn shutdown(self: Rc<Self>) -> impl Future<Output = ()> + 'static;
@@ -316,6 +322,7 @@ where
         Rc::new(move |from, req| Box::pin(service.clone().serve_forwarded(from, req)))
     };
     mailbox.run(inbox, forwarded);
+    service.started(&mailbox);
 
     let config = &setup.info.config;
     let listening = Rc::new(Listening {

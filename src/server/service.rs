@@ -5,9 +5,13 @@
 //! A frame meets, in order: [`ClientHandler::handle`] (decode with [`wire::decode`], refuse
 //! anything before `HELLO`), the ring (which partition, which shard owns it), then either
 //! [`ShardCore::execute`] on this shard or the [`Mailbox`] to the owner, which executes it
-//! the same way and sends the encoded reply back. One node for now: the ring has one
-//! member whose shard count is the number of cores, so N = R = W = 1, but requests are
-//! validated as a cluster would (N above the node count is `UNAVAILABLE`).
+//! the same way and sends the encoded reply back. That direct path serves a node alone in
+//! its ring (no seeds, or before it met any peer): N = R = W = 1, with requests validated as
+//! a cluster would (N above the node count is `UNAVAILABLE`). Once the ring has another
+//! member, GET/PUT/DELETE go to the shard's coordinator instead ([`super::cluster`]),
+//! with N, R and W defaulting to the configured values clamped to the membership size; a
+//! connection whose HELLO says role peer carries replica traffic and gossip
+//! (`ClientHandler::peer_frame`).
 //!
 //! A write reads the key's causal state from the store, applies the client's context with
 //! [`CausalState::update`] under the store's incarnation as actor, and stores the result.
@@ -31,19 +35,24 @@ use std::time::{Duration, Instant};
 use glommio::{Latency, Shares};
 use tracing::{error, info, warn};
 
+use super::cluster::{Cluster, ClusterRequest};
 use super::commit::GroupCommit;
 use super::config::{allowed_cpus, Config, ConfigError, Fsync};
 use super::connection::{CloseReason, FrameHandler, Step};
+use super::convert;
 use super::mailbox::Mailbox;
+use super::replica_store::StoreReplicas;
 use super::runtime::{self, RunningServer, ServerError, Service, ShardInfo};
 use super::stats::{OpKind, ShardStats, StatEntry};
 use crate::causal::{Actor, CausalError, CausalState, Context, Value};
 use crate::constants::{
-    COMPACTION_BACKOFF_MS, COMPACTION_IDLE_MS, COMPACTION_STEP_BYTES_DEFAULT,
-    GROUP_COMMIT_INTERVAL_MS_DEFAULT, PARTITIONS_DEFAULT, READ_QUORUM_DEFAULT, REPLICAS_DEFAULT,
-    REPLICAS_MAX, WRITE_QUORUM_DEFAULT,
+    CLUSTER_REPLY_GRACE_MS, COMPACTION_BACKOFF_MS, COMPACTION_IDLE_MS,
+    COMPACTION_STEP_BYTES_DEFAULT, FORWARD_GRACE_MS, GROUP_COMMIT_INTERVAL_MS_DEFAULT,
+    PARTITIONS_DEFAULT, REPLICAS_MAX, REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MAX,
 };
-use crate::ring::{Member, NodeId, Ring, RingError};
+use crate::coordinator::{self, ClientReply, ClientRequest};
+use crate::gossip::{GossipMessage, NodeState};
+use crate::ring::{Member, NodeId, Replica, Ring, RingError};
 use crate::store::{
     CompactProgress, Durability, Lsn, ReadError, Store, StoreConfig, ValueKind, WriteError,
 };
@@ -59,10 +68,10 @@ const COMPACTION_SHARES: usize = 10;
 /// Name of the node's identity file in the data directory.
 const NODE_FILE: &str = "NODE";
 
-/// What every shard of a node shares: its identity, the ring and where it listens.
+/// What every shard of a node shares: its identity and where it listens. The ring is each
+/// shard's own copy ([`Cluster::view`]), sent by shard 0 whenever the membership changes.
 pub struct Node {
     id: u64,
-    ring: Ring,
     /// Set once every shard listens (their ports are known only then).
     endpoints: OnceLock<Endpoints>,
 }
@@ -93,6 +102,8 @@ pub enum ShardRequest {
     },
     /// The target's STATS entries.
     Stats,
+    /// A message of the cluster runtime (coordinator, gossip, views).
+    Cluster(ClusterRequest),
 }
 
 /// A key operation carried across cores (it owns its bytes).
@@ -123,6 +134,10 @@ pub enum ShardResponse {
     Frame(Vec<u8>),
     /// The owner's STATS entries.
     Stats(Vec<StatEntry>),
+    /// Shard 0's answer to a forwarded gossip message, for its sender.
+    Gossip(Option<GossipMessage>),
+    /// A cluster message was taken in.
+    Done,
 }
 
 /// The protocol on one client connection.
@@ -130,6 +145,8 @@ pub struct ClientHandler {
     core: Rc<ShardCore>,
     mailbox: Rc<Mailbox<ShardRequest, ShardResponse>>,
     established: bool,
+    /// Set when the HELLO said role peer: the pseudo replica naming this connection.
+    peer: Option<Replica>,
 }
 
 /// Why a node could not start.
@@ -163,11 +180,14 @@ pub fn start_node(config: &Config) -> Result<RunningServer, StartError> {
         path: config.data_dir.clone(),
         message: format!("{cores} cores is more shards than a node may have"),
     })?;
-    let id = node_identity(&config.data_dir, shards)?;
-    let ring = Ring::initial(PARTITIONS_DEFAULT, vec![Member::new(NodeId(id), 1, shards)])?;
+    let id = node_identity(&config.data_dir, shards, config.node_id)?;
+    // The ring every shard starts from (this node alone) must be valid for this shape.
+    Ring::initial(
+        PARTITIONS_DEFAULT,
+        vec![Member::new(NodeId(id), config.weight, shards)],
+    )?;
     let node = Arc::new(Node {
         id,
-        ring,
         endpoints: OnceLock::new(),
     });
     let shared = node.clone();
@@ -225,15 +245,26 @@ impl NodeService {
             );
         }
 
+        let store = Rc::new(RefCell::new(Some(store)));
+        let commits = Rc::new(GroupCommit::default());
+        let cluster = Cluster::new(
+            info.config.clone(),
+            node.id,
+            info.shard,
+            info.shards,
+            StoreReplicas::new(store.clone(), durability),
+            commits.clone(),
+        )?;
         let core = Rc::new(ShardCore {
             shard: info.shard,
             shards: info.shards,
             node,
             durability,
-            store: RefCell::new(Some(store)),
+            store,
             scratch: RefCell::new(Vec::new()),
             stats: ShardStats::new(info.shard),
-            commits: GroupCommit::default(),
+            commits,
+            cluster,
         });
         if durability == Durability::Group {
             glommio::spawn_local(commit_loop(core.clone())).detach();
@@ -264,7 +295,17 @@ impl Service for NodeService {
             core: self.core.clone(),
             mailbox: mailbox.clone(),
             established: false,
+            peer: None,
         }
+    }
+
+    fn started(self: &Rc<Self>, mailbox: &Rc<Mailbox<ShardRequest, ShardResponse>>) {
+        let node = self.core.node.clone();
+        self.core.cluster.start(mailbox.clone(), move || {
+            node.endpoints
+                .get()
+                .map(|e| (e.address.clone(), e.ports.clone()))
+        });
     }
 
     fn serve_forwarded(
@@ -276,19 +317,29 @@ impl Service for NodeService {
         async move {
             match req {
                 ShardRequest::Stats => ShardResponse::Stats(core.stat_entries()),
+                ShardRequest::Cluster(request) => core.cluster.serve(request),
                 ShardRequest::Op {
                     request_id,
                     partition,
                     op,
                 } => {
-                    let owner = core.owner_of(partition);
-                    assert_eq!(
-                        owner,
-                        Some(core.shard),
-                        "partition {partition} forwarded by shard {from} to shard {}",
-                        core.shard
-                    );
                     let mut reply = Vec::new();
+                    if core.owner_of(partition) != Some(core.shard) {
+                        // The ring changed (a member joined) while the request crossed.
+                        warn!(
+                            partition,
+                            from,
+                            shard = core.shard,
+                            "forwarded to a non-owner"
+                        );
+                        core.error(
+                            &mut reply,
+                            request_id,
+                            ErrorCode::NotOwner,
+                            "the ring changed: retry",
+                        );
+                        return ShardResponse::Frame(reply);
+                    }
                     let ack = core.execute(request_id, partition, op.borrowed(), &mut reply);
                     ShardResponse::Frame(core.acknowledge(ack, request_id, reply).await)
                 }
@@ -298,7 +349,10 @@ impl Service for NodeService {
 
     fn shutdown(self: Rc<Self>) -> impl Future<Output = ()> + 'static {
         let core = self.core.clone();
-        async move { core.shutdown() }
+        async move {
+            core.cluster.stop();
+            core.shutdown()
+        }
     }
 }
 
@@ -319,6 +373,11 @@ impl FrameHandler for ClientHandler {
             return self.handshake(frame.request_id, &frame.message, consumed, out);
         }
         let id = frame.request_id;
+        if let Some(from) = self.peer {
+            if let Some(step) = self.peer_frame(from, id, &frame.message, consumed, out) {
+                return step;
+            }
+        }
         match frame.message {
             Message::Get(get) => {
                 self.keyed(id, get.options, Op::Get { key: get.key }, consumed, out)
@@ -432,14 +491,26 @@ impl ClientHandler {
             );
             return Step::Close(CloseReason::Rejected);
         }
-        if hello.role != Role::Client {
-            self.core.error(
-                out,
-                id,
-                ErrorCode::HandshakeRequired,
-                "this node serves client connections only",
-            );
-            return Step::Close(CloseReason::Rejected);
+        if hello.role == Role::Peer {
+            if hello.cluster_id != self.core.cluster_id() {
+                self.core.error(
+                    out,
+                    id,
+                    ErrorCode::WrongCluster,
+                    "this node belongs to another cluster",
+                );
+                return Step::Close(CloseReason::Rejected);
+            }
+            if hello.node_id == 0 {
+                self.core.error(
+                    out,
+                    id,
+                    ErrorCode::HandshakeRequired,
+                    "a peer must give its node id",
+                );
+                return Step::Close(CloseReason::Rejected);
+            }
+            self.peer = Some(self.core.cluster.incoming_peer(hello.node_id));
         }
         self.established = true;
         self.core.hello_reply(id, out);
@@ -457,12 +528,21 @@ impl ClientHandler {
     ) -> Step<<Self as FrameHandler>::Deferred> {
         let started = Instant::now();
         let kind = op.kind();
-        if let Err(refusal) = check_options(options, kind, self.core.node.ring.members().len()) {
-            self.core.stats.error();
-            let _ = wire::encode(id, &Message::Error(refusal), out);
-            return Step::Served { consumed };
+        let view = self.core.cluster.view();
+        let members = view.ring.members().len();
+        let defaults = self.core.cluster.defaults();
+        let resolved = match check_options(options, kind, members, defaults) {
+            Ok(resolved) => resolved,
+            Err(refusal) => {
+                self.core.stats.error();
+                let _ = wire::encode(id, &Message::Error(refusal), out);
+                return Step::Served { consumed };
+            }
+        };
+        if members > 1 {
+            return self.coordinate(id, resolved, op, started, consumed);
         }
-        let partition = self.core.node.ring.partition_of(op.key()).0;
+        let partition = view.ring.partition_of(op.key()).0;
         let Some(owner) = self.core.owner_of(partition) else {
             self.core
                 .error(out, id, ErrorCode::NotOwner, "this node owns no replica");
@@ -502,7 +582,7 @@ impl ClientHandler {
                 reply: Box::pin(async move {
                     let reply = match mailbox.call(owner, request).await {
                         Ok(ShardResponse::Frame(reply)) => reply,
-                        Ok(ShardResponse::Stats(_)) => {
+                        Ok(_) => {
                             let mut reply = Vec::new();
                             core.error(&mut reply, id, ErrorCode::Internal, "unexpected reply");
                             reply
@@ -527,18 +607,152 @@ impl ClientHandler {
     }
 }
 
+impl ClientHandler {
+    /// A GET/PUT/DELETE on a multi-node ring: run by this shard's coordinator, answered
+    /// when it says so.
+    fn coordinate(
+        &mut self,
+        id: u32,
+        options: Options,
+        op: Op<'_>,
+        started: Instant,
+        consumed: usize,
+    ) -> Step<<Self as FrameHandler>::Deferred> {
+        let kind = op.kind();
+        match op {
+            Op::Get { .. } => self.core.stats.get(),
+            Op::Write { value: Some(_), .. } => self.core.stats.put(),
+            Op::Write { value: None, .. } => self.core.stats.delete(),
+        }
+        let timeout_ms = match options.timeout_ms {
+            0 => REQUEST_TIMEOUT_MS_DEFAULT,
+            ms => ms.min(REQUEST_TIMEOUT_MS_MAX),
+        };
+        let wait = Duration::from_millis(reply_wait_ms(timeout_ms));
+        let cluster = self.core.cluster.clone();
+        let (token, slot) = cluster.client_slot();
+        cluster.client_request(token, op.request(options));
+        let core = self.core.clone();
+        Step::Deferred {
+            consumed,
+            reply: Box::pin(async move {
+                let answer = glommio::timer::timeout(wait, async { Ok(slot.wait().await) }).await;
+                let mut out = Vec::new();
+                match answer {
+                    Ok(reply) => {
+                        if let ClientReply::Error(_) = reply {
+                            core.stats.error();
+                        }
+                        if convert::encode_client_reply(id, &reply, &mut out).is_err() {
+                            out.clear();
+                            core.error(&mut out, id, ErrorCode::TooLarge, "the reply is too large");
+                        }
+                    }
+                    Err(_) => {
+                        core.cluster.forget_client(token);
+                        core.error(
+                            &mut out,
+                            id,
+                            ErrorCode::Internal,
+                            "the coordinator never answered",
+                        );
+                    }
+                }
+                core.stats.record(kind, started);
+                out
+            }),
+        }
+    }
+
+    /// A frame on a peer connection: gossip and pings, replica requests and forwarded
+    /// client requests. `None` for what a peer may send like a client (TOPOLOGY, STATS).
+    fn peer_frame(
+        &mut self,
+        from: Replica,
+        id: u32,
+        message: &Message<'_>,
+        consumed: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<Step<<Self as FrameHandler>::Deferred>> {
+        if let Some(gossip) = convert::gossip_message(message) {
+            let step = match gossip {
+                GossipMessage::Ping { nonce, .. } => {
+                    let pong = GossipMessage::Pong {
+                        nonce,
+                        sender: self.core.node.id,
+                    };
+                    let _ = convert::encode_gossip(id, &pong, out);
+                    Step::Served { consumed }
+                }
+                // Pongs answer this node's pings on its own links, never here.
+                GossipMessage::Pong { .. } => Step::Served { consumed },
+                message => {
+                    let answer = matches!(message, GossipMessage::Digest { .. });
+                    let cluster = self.core.cluster.clone();
+                    let local = self.core.node.id;
+                    let reply: <Self as FrameHandler>::Deferred = Box::pin(async move {
+                        let reply = cluster.gossip(message).await;
+                        let mut out = Vec::new();
+                        if answer {
+                            // Every request gets one reply: nothing newer is an empty state.
+                            let reply = reply.unwrap_or(GossipMessage::State {
+                                sender: local,
+                                ring_epoch: 0,
+                                nodes: Vec::new(),
+                            });
+                            let _ = convert::encode_gossip(id, &reply, &mut out);
+                        }
+                        out
+                    });
+                    Step::Deferred { consumed, reply }
+                }
+            };
+            return Some(step);
+        }
+        match convert::peer_request(message) {
+            Ok(Some(request)) => {
+                let (slot, guard) = self.core.cluster.peer_request(from, id, request);
+                let wait = Duration::from_millis(reply_wait_ms(REQUEST_TIMEOUT_MS_MAX));
+                Some(Step::Deferred {
+                    consumed,
+                    reply: Box::pin(async move {
+                        let _guard = guard;
+                        glommio::timer::timeout(wait, async { Ok(slot.wait().await) })
+                            .await
+                            .unwrap_or_default()
+                    }),
+                })
+            }
+            Ok(None) => None,
+            Err(error) => {
+                self.core
+                    .error(out, id, error.code(), "a causal state does not decode");
+                Some(Step::Served { consumed })
+            }
+        }
+    }
+}
+
+/// How long a connection waits for the coordinator's answer to a request with this
+/// deadline: the deadline, a forwarder's grace, and a safety margin.
+fn reply_wait_ms(timeout_ms: u32) -> u64 {
+    u64::from(timeout_ms) + u64::from(FORWARD_GRACE_MS) + CLUSTER_REPLY_GRACE_MS
+}
+
 /// The state of one shard: its store, counters and pending group commits.
 struct ShardCore {
     shard: u16,
     shards: u16,
     node: Arc<Node>,
     durability: Durability,
-    /// `None` once shut down.
-    store: RefCell<Option<Store>>,
+    /// `None` once shut down. Shared with the coordinator's adapter.
+    store: Rc<RefCell<Option<Store>>>,
     /// Reused buffer for encoding causal states before they are stored.
     scratch: RefCell<Vec<u8>>,
     stats: ShardStats,
-    commits: GroupCommit,
+    commits: Rc<GroupCommit>,
+    /// The cluster runtime: coordinator, links, and on shard 0 the membership.
+    cluster: Rc<Cluster>,
 }
 
 /// A key operation borrowing the request frame (or a forwarded request's bytes).
@@ -567,7 +781,7 @@ enum Ack {
 impl ShardCore {
     /// The shard of this node that owns `partition`.
     fn owner_of(&self, partition: u32) -> Option<u16> {
-        let ring = &self.node.ring;
+        let ring = self.cluster.view().ring.clone();
         ring.shard_of(NodeId(self.node.id), crate::ring::PartitionId(partition))
             .map(|s| s.0)
     }
@@ -805,7 +1019,7 @@ impl ShardCore {
             version: wire::VERSION,
             role: Role::Peer,
             features: 0,
-            cluster_id: 0,
+            cluster_id: self.cluster_id(),
             node_id: self.node.id,
             shard: self.shard,
             shard_count: self.shards,
@@ -813,29 +1027,61 @@ impl ShardCore {
         let _ = wire::encode(id, &Message::HelloReply(reply), out);
     }
 
+    /// Every node of the ring (in member order, so an owner's node index points into the
+    /// list) and the owner (node index, shard) of every partition.
     fn topology(&self, id: u32, out: &mut Vec<u8>) {
         let Some(endpoints) = self.node.endpoints.get() else {
             return self.error(out, id, ErrorCode::Overloaded, "the node is starting");
         };
-        let ring = &self.node.ring;
-        let owners: Vec<Owner> = (0..ring.q())
-            .map(|p| Owner {
-                node: 0,
-                shard: self.owner_of(p).unwrap_or(0),
+        let view = self.cluster.view();
+        let ring = &view.ring;
+        let states: Vec<NodeState> = ring
+            .members()
+            .iter()
+            .map(|member| match view.node(member.id) {
+                Some(state) => state.clone(),
+                // This node before its gossip started, or a member known only by its id.
+                None => {
+                    let local = member.id.0 == self.node.id;
+                    NodeState {
+                        id: member.id,
+                        version: 1,
+                        status: NodeStatus::Up,
+                        weight: member.weight,
+                        zone: member.zone.clone().unwrap_or_default(),
+                        address: if local {
+                            endpoints.address.clone()
+                        } else {
+                            String::new()
+                        },
+                        ports: if local {
+                            endpoints.ports.clone()
+                        } else {
+                            Vec::new()
+                        },
+                    }
+                }
             })
             .collect();
-        let nodes = [NodeInfo {
-            id: self.node.id,
-            version: 1,
-            status: NodeStatus::Up,
-            weight: 1,
-            zone: "",
-            address: &endpoints.address,
-            ports: List::Borrowed(&endpoints.ports),
-        }];
+        let nodes: Vec<NodeInfo<'_>> = states.iter().map(convert::node_info).collect();
+        let owners: Vec<Owner> = (0..ring.q())
+            .map(|p| {
+                let index = ring
+                    .owner_indexes()
+                    .get(usize::try_from(p).unwrap_or(usize::MAX))
+                    .copied()
+                    .unwrap_or(0);
+                let shard = ring
+                    .members()
+                    .get(usize::from(index))
+                    .and_then(|member| ring.shard_of(member.id, crate::ring::PartitionId(p)))
+                    .map_or(0, |shard| shard.0);
+                Owner { node: index, shard }
+            })
+            .collect();
         let reply = TopologyReply {
             epoch: ring.epoch(),
-            nodes: List::Borrowed(&nodes),
+            nodes: List::Owned(nodes),
             owners: List::Owned(owners),
         };
         if wire::encode(id, &Message::TopologyReply(reply), out).is_err() {
@@ -843,9 +1089,16 @@ impl ShardCore {
         }
     }
 
+    /// The cluster this node belongs to.
+    fn cluster_id(&self) -> u64 {
+        self.cluster.cluster_id()
+    }
+
     fn stat_entries(&self) -> Vec<StatEntry> {
         let store = self.store.borrow().as_ref().map(Store::stats);
-        self.stats.entries(store.as_ref())
+        let mut entries = self.stats.entries(store.as_ref());
+        self.cluster.stat_entries(&mut entries);
+        entries
     }
 
     /// Appends an `ERROR` reply and counts it.
@@ -859,8 +1112,8 @@ impl ShardCore {
             code,
             answered: 0,
             needed: 0,
-            ring_epoch: self.node.ring.epoch(),
-            message: truncate_text(message),
+            ring_epoch: self.cluster.view().ring.epoch(),
+            message: convert::text_out(message),
         };
         let _ = wire::encode(id, &Message::Error(reply), out);
     }
@@ -880,6 +1133,44 @@ impl ShardCore {
 }
 
 impl Op<'_> {
+    /// The coordinator's request for this operation under `options`.
+    fn request(&self, options: Options) -> ClientRequest {
+        let options = coordinator::Options {
+            n: options.n,
+            quorum: options.quorum,
+            timeout_ms: options.timeout_ms,
+        };
+        match *self {
+            Op::Get { key } => ClientRequest::Get {
+                options,
+                key: key.to_vec(),
+            },
+            Op::Write {
+                key,
+                context,
+                value: Some(value),
+                return_context,
+            } => ClientRequest::Put {
+                options,
+                return_context,
+                key: key.to_vec(),
+                context: context.to_vec(),
+                value: value.to_vec(),
+            },
+            Op::Write {
+                key,
+                context,
+                value: None,
+                return_context,
+            } => ClientRequest::Delete {
+                options,
+                return_context,
+                key: key.to_vec(),
+                context: context.to_vec(),
+            },
+        }
+    }
+
     fn key(&self) -> &[u8] {
         match self {
             Op::Get { key } | Op::Write { key, .. } => key,
@@ -932,17 +1223,19 @@ impl OwnedOp {
 
 impl fmt::Debug for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Node")
-            .field("id", &self.id)
-            .field("epoch", &self.ring.epoch())
-            .finish()
+        f.debug_struct("Node").field("id", &self.id).finish()
     }
 }
 
 /// Checks a request's replication options against this node: `INVALID_ARGUMENT` for N over
 /// `REPLICAS_MAX` or a quorum over N, `UNAVAILABLE` for N over the node count (0 means the
 /// default, which a node with fewer members than the default lowers to its member count).
-fn check_options(options: Options, kind: OpKind, nodes: usize) -> Result<(), ErrorReply<'static>> {
+fn check_options(
+    options: Options,
+    kind: OpKind,
+    nodes: usize,
+    (n_default, r_default, w_default): (u8, u8, u8),
+) -> Result<Options, ErrorReply<'static>> {
     let refuse = |code, answered, needed, message| ErrorReply {
         code,
         answered,
@@ -960,15 +1253,15 @@ fn check_options(options: Options, kind: OpKind, nodes: usize) -> Result<(), Err
     }
     let nodes = u8::try_from(nodes).unwrap_or(u8::MAX);
     let n = match options.n {
-        0 => REPLICAS_DEFAULT.min(nodes),
+        0 => n_default.min(nodes).max(1),
         n => n,
     };
     let quorum_default = match kind {
-        OpKind::Read => READ_QUORUM_DEFAULT,
-        OpKind::Write => WRITE_QUORUM_DEFAULT,
+        OpKind::Read => r_default,
+        OpKind::Write => w_default,
     };
     let quorum = match options.quorum {
-        0 => quorum_default.min(n),
+        0 => quorum_default.min(n).max(1),
         q => q,
     };
     if quorum > n {
@@ -988,7 +1281,11 @@ fn check_options(options: Options, kind: OpKind, nodes: usize) -> Result<(), Err
             "fewer nodes than the requested replicas",
         ));
     }
-    Ok(())
+    Ok(Options {
+        n,
+        quorum,
+        timeout_ms: options.timeout_ms,
+    })
 }
 
 /// Gathers every shard's STATS entries (this one's, then the others' over the mailbox).
@@ -1001,7 +1298,7 @@ async fn stats_reply(
     for shard in (0..core.shards).filter(|&s| s != core.shard) {
         match mailbox.call(shard, ShardRequest::Stats).await {
             Ok(ShardResponse::Stats(more)) => entries.extend(more),
-            Ok(ShardResponse::Frame(_)) | Err(_) => {
+            Ok(_) | Err(_) => {
                 warn!(shard = core.shard, other = shard, "no stats from a shard");
             }
         }
@@ -1038,6 +1335,8 @@ async fn commit_loop(core: Rc<ShardCore>) {
             return;
         }
         core.sync_and_release();
+        // Acknowledgements the coordinator held for this sync go out now.
+        core.cluster.tick();
     }
 }
 
@@ -1073,7 +1372,7 @@ async fn compaction_loop(core: Rc<ShardCore>) {
 
 /// The node id kept in `<data-dir>/NODE`, created on first start; refuses a data directory
 /// made for another shard count (partitions would sit in the wrong shards' stores).
-fn node_identity(data_dir: &Path, shards: u16) -> Result<u64, StartError> {
+fn node_identity(data_dir: &Path, shards: u16, wanted: Option<u64>) -> Result<u64, StartError> {
     let fail = |path: &Path, message: String| StartError::DataDir {
         path: path.to_path_buf(),
         message,
@@ -1084,6 +1383,12 @@ fn node_identity(data_dir: &Path, shards: u16) -> Result<u64, StartError> {
         Ok(text) => {
             let (id, recorded) = parse_node_file(&text)
                 .ok_or_else(|| fail(&path, "unreadable node identity file".into()))?;
+            if let Some(wanted) = wanted.filter(|&wanted| wanted != id) {
+                return Err(fail(
+                    &path,
+                    format!("this data belongs to node {id}, not --node-id {wanted}"),
+                ));
+            }
             if recorded != shards {
                 return Err(fail(
                     &path,
@@ -1096,7 +1401,10 @@ fn node_identity(data_dir: &Path, shards: u16) -> Result<u64, StartError> {
             Ok(id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = random_id().map_err(|e| fail(&path, e.to_string()))?;
+            let id = match wanted {
+                Some(id) => id,
+                None => random_id().map_err(|e| fail(&path, e.to_string()))?,
+            };
             write_node_file(data_dir, &path, id, shards).map_err(|e| fail(&path, e.to_string()))?;
             Ok(id)
         }
@@ -1136,19 +1444,6 @@ fn random_id() -> std::io::Result<u64> {
     Ok(u64::from_le_bytes(bytes).max(1))
 }
 
-/// An error text cut to the wire's text limit, at a character boundary.
-fn truncate_text(text: &str) -> &str {
-    let max = crate::constants::TEXT_BYTES_MAX;
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.get(..end).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1162,7 +1457,7 @@ mod tests {
     }
 
     fn outcome(n: u8, quorum: u8, kind: OpKind, nodes: usize) -> Option<(ErrorCode, u8, u8)> {
-        check_options(options(n, quorum), kind, nodes)
+        check_options(options(n, quorum), kind, nodes, (3, 2, 2))
             .err()
             .map(|e| (e.code, e.answered, e.needed))
     }
@@ -1182,6 +1477,11 @@ mod tests {
             Some((ErrorCode::Unavailable, 1, 3))
         );
         assert_eq!(outcome(3, 0, OpKind::Write, 3), None);
+        // The defaults resolve against the membership: N clamps, R and W follow.
+        let resolved = check_options(options(0, 0), OpKind::Read, 2, (3, 2, 2)).unwrap();
+        assert_eq!((resolved.n, resolved.quorum), (2, 2));
+        let resolved = check_options(options(0, 0), OpKind::Write, 5, (3, 1, 3)).unwrap();
+        assert_eq!((resolved.n, resolved.quorum), (3, 3));
         assert_eq!(
             outcome(2, 3, OpKind::Read, 3),
             Some((ErrorCode::InvalidArgument, 0, 0))
@@ -1203,22 +1503,23 @@ mod tests {
         assert_eq!(parse_node_file("shards = x\nnode_id = 1"), None);
 
         let dir = tempfile::tempdir().unwrap();
-        let id = node_identity(dir.path(), 2).unwrap();
+        let id = node_identity(dir.path(), 2, None).unwrap();
         assert_eq!(
-            node_identity(dir.path(), 2).unwrap(),
+            node_identity(dir.path(), 2, None).unwrap(),
             id,
             "kept across starts"
         );
-        let err = node_identity(dir.path(), 3).unwrap_err().to_string();
+        assert_eq!(node_identity(dir.path(), 2, Some(id)).unwrap(), id);
+        let err = node_identity(dir.path(), 3, None).unwrap_err().to_string();
         assert!(err.contains("--cores 2"), "{err}");
-    }
+        let other = id.wrapping_add(1).max(1);
+        let err = node_identity(dir.path(), 2, Some(other))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--node-id"), "{err}");
 
-    #[test]
-    fn error_texts_are_cut_at_a_character_boundary() {
-        let long = "é".repeat(crate::constants::TEXT_BYTES_MAX);
-        let cut = truncate_text(&long);
-        assert!(cut.len() <= crate::constants::TEXT_BYTES_MAX);
-        assert!(cut.len() >= crate::constants::TEXT_BYTES_MAX - 1);
-        assert_eq!(truncate_text("short"), "short");
+        let given = tempfile::tempdir().unwrap();
+        assert_eq!(node_identity(given.path(), 1, Some(42)).unwrap(), 42);
+        assert_eq!(node_identity(given.path(), 1, None).unwrap(), 42);
     }
 }

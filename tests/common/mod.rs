@@ -30,9 +30,20 @@ impl Rotord {
         Rotord::start_in(tempfile::tempdir().expect("temp dir"), cores)
     }
 
+    /// Starts a node with `cores` shards and `extra` flags (e.g. `--seeds`) in a fresh data
+    /// directory.
+    pub fn start_with(cores: &str, extra: &[&str]) -> Rotord {
+        Rotord::start_in_with(tempfile::tempdir().expect("temp dir"), cores, extra)
+    }
+
     /// Starts a node on an existing data directory (for restarts).
     pub fn start_in(data: tempfile::TempDir, cores: &str) -> Rotord {
-        let (child, listen) = spawn(data.path(), cores, &[]);
+        Rotord::start_in_with(data, cores, &[])
+    }
+
+    /// Starts a node on an existing data directory with `extra` flags.
+    pub fn start_in_with(data: tempfile::TempDir, cores: &str, extra: &[&str]) -> Rotord {
+        let (child, listen) = spawn(data.path(), cores, extra);
         let node = Rotord {
             child: Some(child),
             listen,
