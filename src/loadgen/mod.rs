@@ -84,7 +84,7 @@ pub fn run(config: &Config, progress: &mut dyn std::io::Write) -> Result<Report,
             if !target.down_nodes().is_empty() {
                 let _ = writeln!(
                     progress,
-                    "nodes {:?} refuse connections: their partitions go to the next node",
+                    "nodes {:?} do not answer: their partitions go to the next node",
                     target.down_nodes()
                 );
             }

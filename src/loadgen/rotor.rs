@@ -19,7 +19,7 @@
 //! would do) and documents the cost.
 //!
 //! Clusters: the topology lists every node, and connections are spread over every node's
-//! shard ports. A node whose common port refuses a connection at start is left out: its
+//! shard ports. A node that does not answer a handshake at start is left out: its
 //! partitions go to the common port of the next node clockwise
 //! ([`crate::client::Topology::fallback_addr`]), which coordinates them, as a client would
 //! route around it. `n`, `r` and `w` set each request's replication options.
@@ -27,7 +27,7 @@
 //! Per request nothing is allocated except by the codec: decoding a `GET_REPLY` builds its
 //! sibling list (one small vector) before the reply is classified.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,8 +49,8 @@ pub const CONTEXT_SLOT_BYTES: usize = 57;
 /// Most slots of the shared context table (about 80 bytes each).
 pub const CONTEXT_SLOTS_MAX: usize = 1 << 22;
 
-/// Time a node's common port has to accept a probe connection at start before the node is
-/// taken as down for the run.
+/// Time a node has to connect and answer the probe's handshake at start before it is taken
+/// as down for the run.
 pub const NODE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Request id of the HELLO: request ids are tag + 1 and tags stay below the pipeline
@@ -152,7 +152,15 @@ impl RotorTarget {
                     .ok()
                     .and_then(|i| topology.node_addr(i, addr))
                     .unwrap_or(addr);
-                TcpStream::connect_timeout(&common, NODE_PROBE_TIMEOUT).is_err()
+                // A full handshake, not a bare TCP connect: a node killed a moment ago can
+                // still accept from its listen backlog.
+                let probe = ClientConfig {
+                    connect_timeout: NODE_PROBE_TIMEOUT,
+                    io_timeout: Some(NODE_PROBE_TIMEOUT),
+                    pin_to_seed: true,
+                    ..ClientConfig::default()
+                };
+                Client::connect_with(common, probe).is_err()
             })
             .collect();
         let is_down = |index: u16| down.get(usize::from(index)).copied().unwrap_or(false);
@@ -208,7 +216,7 @@ impl RotorTarget {
         &self.groups
     }
 
-    /// Ids of the nodes that refused a connection at start (routed around for the run).
+    /// Ids of the nodes that did not answer at start (routed around for the run).
     pub fn down_nodes(&self) -> &[u64] {
         &self.down
     }

@@ -19,6 +19,9 @@ pub const GOSSIP_INTERVAL_MS: u64 = 100;
 /// Time a cluster has to list all its members in every node's TOPOLOGY.
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Time a stopped node's ports have to become free again before its restart.
+pub const PORTS_FREE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Pause between two polls of a condition.
 const POLL_EVERY: Duration = Duration::from_millis(100);
 
@@ -56,6 +59,15 @@ impl Cluster {
                 .collect();
             let node = Node::start(i as u64 + 1, &seeds, extra);
             cluster.nodes.push(node);
+        }
+        for node in &cluster.nodes {
+            eprintln!(
+                "node{}: listen {} (shard port {}), data {}",
+                node.id,
+                node.listen,
+                node.listen.port() + 1,
+                node.data.path().display()
+            );
         }
         cluster.wait_converged();
         cluster
@@ -166,6 +178,7 @@ impl Node {
 
     fn respawn(&mut self, seeds: &[SocketAddr]) {
         assert!(self.child.is_none(), "node {} is still running", self.id);
+        self.wait_ports_free();
         let mut flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
         let seeds: Vec<String> = seeds.iter().map(SocketAddr::to_string).collect();
         let seeds = seeds.join(",");
@@ -223,6 +236,25 @@ impl Node {
             panic!(
                 "node {} ({}) did not list nodes {want:?} within {CONVERGE_TIMEOUT:?}: {last}",
                 self.id, self.listen
+            );
+        }
+    }
+
+    /// Waits until the node's ports can be bound again. A killed node's listening sockets
+    /// can outlive its process for a moment (glommio's io_uring rings are torn down by the
+    /// kernel asynchronously), and a restart in that window fails with "address in use".
+    fn wait_ports_free(&self) {
+        let shard_port = SocketAddr::new(self.listen.ip(), self.listen.port() + 1);
+        let free = wait_for(PORTS_FREE_TIMEOUT, || {
+            for addr in [self.listen, shard_port] {
+                TcpListener::bind(addr).map_err(|e| format!("{addr}: {e}"))?;
+            }
+            Ok(())
+        });
+        if let Err(last) = free {
+            panic!(
+                "the ports of node {} are still taken {PORTS_FREE_TIMEOUT:?} after it stopped: {last}",
+                self.id
             );
         }
     }
@@ -288,17 +320,28 @@ pub fn quorum(n: u8, quorum: u8) -> RequestOptions {
 }
 
 /// A common address on 127.0.0.1 whose port and the next one (the shard port of a
-/// one-shard node) are free right now.
+/// one-shard node) are free right now, below the kernel's ephemeral range.
+///
+/// Why not a port the kernel picks: those come from the ephemeral range, and while a node
+/// is down its peers keep connecting to it from ephemeral ports of their own; one of those
+/// can be handed the dead node's very port and connect to itself (TCP simultaneous open),
+/// holding the port so that the node cannot restart on it.
 fn free_ports() -> SocketAddr {
-    for _ in 0..100 {
-        let first = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let addr = first.local_addr().expect("local address");
-        let Some(next) = addr.port().checked_add(1) else {
-            continue;
-        };
-        if TcpListener::bind(("127.0.0.1", next)).is_ok() {
-            return addr;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    /// Spreads the search of concurrent tests and test processes.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    const LOW: u64 = 20_000;
+    const SPAN: u64 = 12_000;
+    let start = u64::from(std::process::id()) * 7919 + NEXT.fetch_add(2, Ordering::Relaxed);
+    for step in 0..SPAN / 2 {
+        let port = (LOW + (start + step * 2) % SPAN) as u16;
+        let taken = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_err();
+        if !taken(port) && !taken(port + 1) {
+            return SocketAddr::from(([127, 0, 0, 1], port));
         }
     }
-    panic!("no two consecutive free ports on 127.0.0.1");
+    panic!(
+        "no two consecutive free ports on 127.0.0.1 in {LOW}..{}",
+        LOW + SPAN
+    );
 }
