@@ -354,6 +354,12 @@ pub const PEER_PSEUDO_SHARD_BASE: u16 = 0x8000;
 /// replica message, so this bounds a stalled peer's memory to this many messages.
 pub const PEER_LINK_QUEUE_FRAMES_MAX: usize = 4096;
 
+/// Requests one incoming peer connection may have served at once (instead of the client
+/// bound `connection_in_flight_max`): one connection carries all replica traffic from one
+/// shard of a peer to this shard, so it matches the sender's link queue. Each costs a
+/// request's state until its (durable) answer.
+pub const PEER_CONNECTION_IN_FLIGHT_MAX: usize = PEER_LINK_QUEUE_FRAMES_MAX;
+
 /// Longest a connect to a peer may take before it counts as failed, in milliseconds. It
 /// runs on a blocking helper thread, so only that link waits.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;

@@ -43,6 +43,13 @@ pub trait FrameHandler: 'static {
     fn is_established(&self) -> bool {
         true
     }
+
+    /// This connection's own bound on requests served at once, if the handler sets one
+    /// (a peer connection carries a whole shard's replica traffic); `None` keeps the
+    /// configured per-connection bound.
+    fn in_flight_max(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// What a [`FrameHandler`] made of the front of the received bytes.
@@ -138,7 +145,8 @@ pub async fn serve<H: FrameHandler>(
         let mut pos = 0;
         // Only the frame left incomplete by this pass may size the buffer.
         frame_hint = None;
-        while in_flight < limits.in_flight_max && out.len() < limits.output_bytes_max {
+        let in_flight_max = handler.in_flight_max().unwrap_or(limits.in_flight_max);
+        while in_flight < in_flight_max && out.len() < limits.output_bytes_max {
             let pending = input.filled().get(pos..).unwrap_or_default();
             if pending.is_empty() {
                 break;
@@ -196,7 +204,8 @@ pub async fn serve<H: FrameHandler>(
             };
         }
 
-        let can_read = !stopping && !peer_closed && in_flight < limits.in_flight_max;
+        let in_flight_max = handler.in_flight_max().unwrap_or(limits.in_flight_max);
+        let can_read = !stopping && !peer_closed && in_flight < in_flight_max;
         if can_read && input.make_room(frame_hint).is_err() {
             return CloseReason::TooLarge;
         }

@@ -390,15 +390,30 @@ fn open_shard<S: Service, F: Fn(&ShardInfo) -> Result<S, String>>(
         shard: info.shard,
         message,
     })?;
-    let bind = |addr: SocketAddr| {
-        TcpListener::bind(addr).map_err(|e| ServerError::Bind {
-            addr,
-            source: e.into(),
-        })
-    };
+    let bind = |addr: SocketAddr| listen(addr).map_err(|source| ServerError::Bind { addr, source });
     let common = bind(listen_addr)?;
     let own = bind(shard_addr)?;
     Ok((Rc::new(service), common, own))
+}
+
+/// A listening socket on `addr` shared by the shards (SO_REUSEPORT) that also binds while
+/// connections of a previous run linger in TIME_WAIT (SO_REUSEADDR). glommio's own `bind`
+/// sets only the former, so a node restarted on its ports right after a crash (its peers'
+/// links were connected to them) could not listen for a minute.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    // SAFETY: `into_raw_fd` hands over ownership of a valid, bound and listening socket
+    // descriptor, which the listener takes over (and closes); nothing else refers to it.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
 async fn accept_loop<S: Service>(listener: TcpListener, shard: Rc<Listening<S>>) {

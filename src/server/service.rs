@@ -48,7 +48,8 @@ use crate::causal::{Actor, CausalError, CausalState, Context, Value};
 use crate::constants::{
     CLUSTER_REPLY_GRACE_MS, COMPACTION_BACKOFF_MS, COMPACTION_IDLE_MS,
     COMPACTION_STEP_BYTES_DEFAULT, FORWARD_GRACE_MS, GROUP_COMMIT_INTERVAL_MS_DEFAULT,
-    PARTITIONS_DEFAULT, REPLICAS_MAX, REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MAX,
+    PARTITIONS_DEFAULT, PEER_CONNECTION_IN_FLIGHT_MAX, REPLICAS_MAX, REQUEST_TIMEOUT_MS_DEFAULT,
+    REQUEST_TIMEOUT_MS_MAX,
 };
 use crate::coordinator::{self, ClientReply, ClientRequest};
 use crate::gossip::{GossipMessage, NodeState};
@@ -435,6 +436,10 @@ impl FrameHandler for ClientHandler {
 
     fn is_established(&self) -> bool {
         self.established
+    }
+
+    fn in_flight_max(&self) -> Option<usize> {
+        self.peer.map(|_| PEER_CONNECTION_IN_FLIGHT_MAX)
     }
 }
 
