@@ -19,9 +19,8 @@ pub const GOSSIP_INTERVAL_MS: u64 = 100;
 /// Time a cluster has to list all its members in every node's TOPOLOGY.
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Time a stopped node's ports have to become free again before its restart (TIME_WAIT
-/// lasts 60 s on Linux).
-pub const PORTS_FREE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Time a stopped node's ports have to become free again before its restart.
+pub const PORTS_FREE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Pause between two polls of a condition.
 const POLL_EVERY: Duration = Duration::from_millis(100);
@@ -241,25 +240,15 @@ impl Node {
         }
     }
 
-    /// Waits until the node's ports can be bound again the way rotord binds them
-    /// (SO_REUSEPORT without SO_REUSEADDR): connections its last run closed first keep
-    /// the ports in TIME_WAIT for up to a minute, and a killed node's listening sockets can
-    /// outlive its process for a moment (its io_uring rings are torn down by the kernel
-    /// asynchronously); a restart in either window fails with "address in use".
+    /// Waits until the node's ports can be bound again as rotord checks them first (a plain
+    /// bind, with SO_REUSEADDR): a killed node's listening sockets can outlive its process
+    /// for a moment (its io_uring rings are torn down by the kernel asynchronously), and a
+    /// restart in that window fails with "address in use".
     fn wait_ports_free(&self) {
         let shard_port = SocketAddr::new(self.listen.ip(), self.listen.port() + 1);
         let free = wait_for(PORTS_FREE_TIMEOUT, || {
             for addr in [self.listen, shard_port] {
-                let socket = socket2::Socket::new(
-                    socket2::Domain::for_address(addr),
-                    socket2::Type::STREAM,
-                    None,
-                )
-                .map_err(|e| e.to_string())?;
-                socket.set_reuse_port(true).map_err(|e| e.to_string())?;
-                socket
-                    .bind(&addr.into())
-                    .map_err(|e| format!("{addr}: {e}"))?;
+                TcpListener::bind(addr).map_err(|e| format!("{addr}: {e}"))?;
             }
             Ok(())
         });
