@@ -781,18 +781,23 @@ impl Cluster {
             LinkKey::Seed(address) => Some(address.clone()),
             LinkKey::Replica(replica) => {
                 let view = self.view();
-                let state = view.node(replica.node)?;
-                let port = *state.ports.get(usize::from(replica.shard.0))?;
-                let ip = state.address.rsplit_once(':')?.0;
-                let ip = ip.trim_start_matches('[').trim_end_matches(']');
-                Some(if ip.contains(':') {
-                    format!("[{ip}]:{port}")
-                } else {
-                    format!("{ip}:{port}")
-                })
+                shard_address(view.node(replica.node)?, replica.shard)
             }
         }
     }
+}
+
+/// Where `shard` of the node `state` describes listens: the host of its gossiped common
+/// address with the shard's own port.
+fn shard_address(state: &NodeState, shard: ShardId) -> Option<String> {
+    let port = *state.ports.get(usize::from(shard.0))?;
+    let host = state.address.rsplit_once(':')?.0;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
 }
 
 /// Forgets an incoming peer request's slot when its connection stops waiting.
@@ -916,4 +921,64 @@ fn random_seed(node: u64) -> u64 {
 
 fn bump(cell: &Cell<u64>) {
     cell.set(cell.get().wrapping_add(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(id: u64, address: &str, ports: Vec<u16>) -> NodeState {
+        NodeState {
+            id: NodeId(id),
+            version: 1,
+            status: NodeStatus::Up,
+            weight: 1,
+            zone: String::new(),
+            address: address.into(),
+            ports,
+        }
+    }
+
+    #[test]
+    fn a_peer_shard_is_reached_at_its_gossiped_host_and_own_port() {
+        let node = state(1, "127.0.0.2:7070", vec![7071, 7072]);
+        assert_eq!(
+            shard_address(&node, ShardId(1)).as_deref(),
+            Some("127.0.0.2:7072")
+        );
+        assert_eq!(shard_address(&node, ShardId(2)), None, "no such shard");
+        let v6 = state(2, "[::1]:7070", vec![7071]);
+        assert_eq!(
+            shard_address(&v6, ShardId(0)).as_deref(),
+            Some("[::1]:7071")
+        );
+        assert_eq!(
+            shard_address(&state(3, "nonsense", vec![1]), ShardId(0)),
+            None
+        );
+    }
+
+    #[test]
+    fn the_view_finds_nodes_and_answers_for_the_detector() {
+        let ring = Ring::initial(64, vec![Member::new(NodeId(1), 1, 1)]).unwrap();
+        let view = SharedView {
+            ring: Arc::new(ring),
+            down: Arc::new([NodeId(3)].into_iter().collect()),
+            nodes: Arc::new(vec![state(1, "a:1", vec![2]), state(3, "b:1", vec![2])]),
+        };
+        assert_eq!(view.node(NodeId(3)).map(|s| s.id), Some(NodeId(3)));
+        assert!(view.node(NodeId(2)).is_none());
+        assert!(view.is_reachable(NodeId(1)));
+        assert!(!view.is_reachable(NodeId(3)));
+    }
+
+    #[test]
+    fn the_membership_is_persisted_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(GOSSIP_FILE);
+        persist(&path, b"first").unwrap();
+        persist(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert!(!path.with_extension("tmp").exists());
+    }
 }
