@@ -108,7 +108,7 @@ fn writes_succeed_and_reads_stay_correct_with_a_node_killed() {
 }
 
 #[test]
-#[ignore = "the cluster runtime (dev/cluster 2e78108) holds no hints for a down replica: hints_held stays 0 and the restarted node never gets the writes it missed"]
+#[ignore = "the cluster runtime (dev/cluster 64c6797) holds no hints for a down replica: hints_held stays 0 and the restarted node never gets the writes it missed"]
 fn a_killed_node_misses_nothing_once_it_is_back() {
     let mut cluster = Cluster::start(3, &[]);
     let expected = write_through_a_crash(&mut cluster);
