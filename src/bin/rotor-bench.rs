@@ -3,6 +3,7 @@
 //! ```text
 //! rotor-bench --target redis://127.0.0.1:6390 --connections 50 --pipeline 16 --prefill
 //! rotor-bench --target rotor://127.0.0.1:7070 --rate 200000 --duration 10s --json
+//! rotor-bench --target rotor://127.0.0.1:7070 --n 3 --r 2 --w 2 --prefill
 //! ```
 //!
 //! Exit codes: 0 when the run completed with at least one successful request, 1 when no
@@ -75,6 +76,15 @@ struct Args {
     /// for its key in this run (from a GET or PUT reply), which keeps siblings few.
     #[arg(long)]
     blind_writes: bool,
+    /// Rotor only: replicas N of every request (0: the node's default).
+    #[arg(long, default_value_t = 0)]
+    n: u8,
+    /// Rotor only: read quorum R of every GET (0: the node's default).
+    #[arg(long, default_value_t = 0)]
+    r: u8,
+    /// Rotor only: write quorum W of every PUT (0: the node's default).
+    #[arg(long, default_value_t = 0)]
+    w: u8,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -118,6 +128,9 @@ fn main() -> ExitCode {
         rotor: RotorOptions {
             shard_aware: !args.common_port,
             blind_writes: args.blind_writes,
+            n: args.n,
+            r: args.r,
+            w: args.w,
         },
     };
     let report = match loadgen::run(&config, &mut std::io::stderr()) {

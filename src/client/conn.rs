@@ -74,15 +74,25 @@ impl Connection {
             node_id: 0,
         });
         let id = conn.queue(&hello)?;
-        conn.flush(false)?;
-        let reply = conn.read_frame(false, |frame| match frame.message {
-            Message::HelloReply(reply) if frame.request_id == id => Ok(reply),
-            Message::Error(e) => Err(super::server_error(&e, false)),
-            other => Err(ClientError::Protocol {
-                addr: addr.to_string(),
-                detail: format!("expected HELLO_REPLY, got {:?}", other.opcode()),
-            }),
-        })??;
+        let exchanged = conn.flush(false).and_then(|()| {
+            conn.read_frame(false, |frame| match frame.message {
+                Message::HelloReply(reply) if frame.request_id == id => Ok(reply),
+                Message::Error(e) => Err(super::server_error(&e, false)),
+                other => Err(ClientError::Protocol {
+                    addr: addr.to_string(),
+                    detail: format!("expected HELLO_REPLY, got {:?}", other.opcode()),
+                }),
+            })
+        });
+        let reply = match exchanged {
+            Ok(reply) => reply?,
+            // No request was sent yet: a connection lost during the handshake is a failure
+            // to connect, so the caller may safely send its request elsewhere. (A node that
+            // was just killed can still complete the TCP handshake from its listen backlog
+            // for a moment, then reset the connection.)
+            Err(ClientError::Io { source, .. }) => return Err(connect_err(source)),
+            Err(e) => return Err(e),
+        };
         if config.cluster_id != 0 && reply.cluster_id != config.cluster_id {
             return Err(ClientError::Protocol {
                 addr: addr.to_string(),

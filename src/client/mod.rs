@@ -10,6 +10,13 @@
 //! once (those codes guarantee the request was not applied). [`Client::batch`] pipelines
 //! many requests and matches replies by request id, so replies may come in any order.
 //!
+//! In a cluster, a node that refuses connections (or drops one under a read) is taken as
+//! unreachable for [`ClientConfig::node_retry_after`]: its keys go meanwhile to the next node clockwise
+//! on the ring ([`Topology::fallback_addr`]), which coordinates them as any node may. Only
+//! requests that cannot have been applied are sent again (a refused connection, or a read):
+//! a write lost with its connection is reported as indeterminate, never resent.
+//! [`ClientConfig::pin_to_seed`] sends everything through the one node given instead.
+//!
 //! ```no_run
 //! let mut client = rotor::client::Client::connect("127.0.0.1:7070")?;
 //! client.put(b"user:42", b"alice", None)?;
@@ -24,7 +31,7 @@ mod topology;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::wire::{self, ErrorCode, ErrorReply, Message};
 
@@ -45,6 +52,10 @@ pub const IO_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// could fill both socket buffers and wait forever, so it reads as it goes.
 pub const BATCH_WINDOW: usize = 128;
 
+/// Default of [`ClientConfig::node_retry_after`]: long enough not to pay a refused connect
+/// per request, short enough to return to a restarted node within a few seconds.
+pub const NODE_RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(2);
+
 /// How a client connects.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -54,9 +65,16 @@ pub struct ClientConfig {
     pub io_timeout: Option<Duration>,
     /// Cluster id the node must belong to; 0 accepts any.
     pub cluster_id: u64,
-    /// Send each key to its owning shard's port (`true`), or everything to the node's
-    /// common address.
+    /// Send each key to its owning shard's port (`true`), or to its owning node's common
+    /// address.
     pub shard_aware: bool,
+    /// Send every request to the address given to `connect` (its common port), whatever
+    /// the key, so that node coordinates or forwards it: to go through one chosen node,
+    /// or through a load balancer. No rerouting around unreachable nodes.
+    pub pin_to_seed: bool,
+    /// How long a node that could not be reached is routed around before the client tries
+    /// it again.
+    pub node_retry_after: Duration,
     /// Options used by requests that do not give their own.
     pub options: RequestOptions,
 }
@@ -68,6 +86,8 @@ impl Default for ClientConfig {
             io_timeout: Some(IO_TIMEOUT_DEFAULT),
             cluster_id: 0,
             shard_aware: true,
+            pin_to_seed: false,
+            node_retry_after: NODE_RETRY_AFTER_DEFAULT,
             options: RequestOptions::default(),
         }
     }
@@ -155,6 +175,11 @@ pub struct Client {
     config: ClientConfig,
     topology: Topology,
     conns: HashMap<SocketAddr, Connection>,
+    /// Nodes found unreachable, by id, with when; routed around for
+    /// [`ClientConfig::node_retry_after`].
+    unreachable: HashMap<u64, Instant>,
+    /// Requests sent again around an unreachable node.
+    reroutes: u64,
 }
 
 impl Client {
@@ -186,6 +211,8 @@ impl Client {
                             owners: Vec::new(),
                         },
                         conns: HashMap::new(),
+                        unreachable: HashMap::new(),
+                        reroutes: 0,
                     };
                     client.conns.insert(seed, conn);
                     client.refresh_topology()?;
@@ -226,9 +253,70 @@ impl Client {
         Ok(&self.topology)
     }
 
-    /// Where a request for `key` goes under the current topology.
+    /// Where a request for `key` goes under the current topology: its owner, or the next
+    /// reachable node when the owner was found unreachable (see the module docs), or the
+    /// seed when pinned to it.
     pub fn route(&self, key: &[u8]) -> Result<Route> {
-        self.topology.route(key, self.seed, self.config.shard_aware)
+        let mut route = self
+            .topology
+            .route(key, self.seed, self.config.shard_aware)?;
+        if self.config.pin_to_seed {
+            route.addr = self.seed;
+        } else if self.is_unreachable(route.node) {
+            let down = |index: u16| {
+                self.topology
+                    .nodes
+                    .get(usize::from(index))
+                    .is_some_and(|n| self.is_unreachable(n.id))
+            };
+            if let Some((via, addr)) = self
+                .topology
+                .fallback_addr(route.partition, self.seed, down)
+            {
+                route.via = Some(via);
+                route.addr = addr;
+            }
+        }
+        Ok(route)
+    }
+
+    /// Nodes currently routed around because they could not be reached, by id.
+    pub fn unreachable_nodes(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .unreachable
+            .keys()
+            .copied()
+            .filter(|&id| self.is_unreachable(id))
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// How many requests were sent again around an unreachable node since the client was
+    /// made (each counts once per resend).
+    pub fn reroutes(&self) -> u64 {
+        self.reroutes
+    }
+
+    fn is_unreachable(&self, node: u64) -> bool {
+        self.unreachable
+            .get(&node)
+            .is_some_and(|since| since.elapsed() < self.config.node_retry_after)
+    }
+
+    /// Notes that the node `route` sent to could not be reached. Returns whether routing
+    /// around it is possible and useful (not pinned, and the node was not already known
+    /// unreachable, so a rerouted request is never sent to the same place twice).
+    fn mark_unreachable(&mut self, route: &Route) -> bool {
+        if self.config.pin_to_seed {
+            return false;
+        }
+        let node = route.via.unwrap_or(route.node);
+        if self.is_unreachable(node) {
+            return false;
+        }
+        self.unreachable.insert(node, Instant::now());
+        true
     }
 
     /// The node id and shard that serve the connection to `addr`, opening it if needed
@@ -316,22 +404,42 @@ impl Client {
         self.batch_with(ops, self.config.options)
     }
 
-    /// [`Client::batch`] with `options` for every op.
+    /// [`Client::batch`] with `options` for every op. Ops that could not be applied
+    /// because their node was unreachable (refused connection; reads lost with their
+    /// connection) are sent again around it, as [`Client::get`] and the others do.
     pub fn batch_with(&mut self, ops: &[Op<'_>], options: RequestOptions) -> Vec<Result<OpReply>> {
         let mut results: Vec<Option<Result<OpReply>>> = ops.iter().map(|_| None).collect();
-        let mut groups: Vec<(SocketAddr, Vec<usize>)> = Vec::new();
-        for (index, op) in ops.iter().enumerate() {
-            match self.route(op.key()) {
-                Ok(route) => match groups.iter_mut().find(|(a, _)| *a == route.addr) {
-                    Some((_, list)) => list.push(index),
-                    None => groups.push((route.addr, vec![index])),
-                },
-                Err(e) => results[index] = Some(Err(e)),
-            }
-        }
+        let mut pending: Vec<usize> = (0..ops.len()).collect();
         let mut stale = false;
-        for (addr, indexes) in groups {
-            self.pipeline(addr, ops, &indexes, options, &mut results, &mut stale);
+        // Each round marks at least one more node unreachable, so this ends.
+        while !pending.is_empty() {
+            let mut groups: Vec<(Route, Vec<usize>)> = Vec::new();
+            for &index in &pending {
+                match self.route(ops[index].key()) {
+                    Ok(route) => match groups.iter_mut().find(|(r, _)| r.addr == route.addr) {
+                        Some((_, list)) => list.push(index),
+                        None => groups.push((route, vec![index])),
+                    },
+                    Err(e) => results[index] = Some(Err(e)),
+                }
+            }
+            pending.clear();
+            for (route, indexes) in groups {
+                self.pipeline(route.addr, ops, &indexes, options, &mut results, &mut stale);
+                let failed = indexes
+                    .iter()
+                    .copied()
+                    .filter(|&i| matches!(&results[i], Some(Err(e)) if e.is_connection()));
+                let failed: Vec<usize> = failed.collect();
+                if failed.is_empty() || !self.mark_unreachable(&route) {
+                    continue;
+                }
+                let before = pending.len();
+                pending.extend(failed.into_iter().filter(
+                    |&i| matches!(&results[i], Some(Err(e)) if resendable(e, ops[i].is_write())),
+                ));
+                self.reroutes += (pending.len() - before) as u64;
+            }
         }
         if stale {
             // The next calls route by the fresh ring; a failure here shows up on them.
@@ -431,13 +539,15 @@ impl Client {
         }
     }
 
-    /// One op with routing and the single retry after a routing error.
+    /// One op with routing, the single retry after a routing error, and rerouting around
+    /// unreachable nodes when the op cannot have been applied.
     fn routed(&mut self, op: Op<'_>, options: RequestOptions) -> Result<OpReply> {
         let mut retried = false;
+        // Each reroute marks one more node unreachable, so this ends.
         loop {
-            let addr = self.route(op.key())?.addr;
+            let route = self.route(op.key())?;
             let write = op.is_write();
-            let result = self.call(addr, &op.message(options), write, |m| {
+            let result = self.call(route.addr, &op.message(options), write, |m| {
                 Some(reply_of(m, write))
             });
             let reply = match result {
@@ -445,6 +555,13 @@ impl Client {
                 Err(e) => Err(e),
             };
             match reply {
+                Err(e) if e.is_connection() => {
+                    let rerouted = self.mark_unreachable(&route);
+                    if !(rerouted && resendable(&e, write)) {
+                        return Err(e);
+                    }
+                    self.reroutes += 1;
+                }
                 Err(ClientError::Server {
                     code, ring_epoch, ..
                 }) if !retried
@@ -573,6 +690,16 @@ impl<'a> Op<'a> {
                 context,
             }),
         }
+    }
+}
+
+/// Whether a request that failed with `e` cannot have been applied, so it may be sent
+/// again elsewhere: nothing reached the node, or it was a read.
+fn resendable(e: &ClientError, write: bool) -> bool {
+    match e {
+        ClientError::Connect { .. } => true,
+        ClientError::Io { .. } => !write,
+        _ => false,
     }
 }
 

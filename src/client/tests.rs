@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use super::*;
 use crate::wire::{
@@ -23,8 +24,11 @@ struct Fake {
     /// (shard that served it, key) of every data request.
     seen: Mutex<Vec<(u16, Vec<u8>)>>,
     /// Epoch the TOPOLOGY reply announces; before epoch 2 every partition is said to live
-    /// on shard 0, which then answers WRONG_SHARD for the odd partitions.
+    /// on shard 0, which then answers WRONG_SHARD for the odd partitions. From epoch 3 the
+    /// odd partitions belong to a second node, 6, whose address refuses connections.
     epoch: AtomicU64,
+    /// The address of node 6.
+    dead: Mutex<Option<SocketAddr>>,
     ports: Mutex<Vec<u16>>,
     common: Mutex<Option<SocketAddr>>,
 }
@@ -41,8 +45,15 @@ fn start(epoch: u64) -> (Arc<Fake>, SocketAddr) {
     let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
     *fake.ports.lock().unwrap() = vec![addrs[1].port(), addrs[2].port()];
     *fake.common.lock().unwrap() = Some(addrs[0]);
+    // A port nobody listens on any more.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    *fake.dead.lock().unwrap() = Some(dead);
     for (i, listener) in listeners.into_iter().enumerate() {
-        let shard = if i == 2 { 1 } else { 0 };
+        // The common port takes any key, as a node forwards it to its shard.
+        let shard = [None, Some(0), Some(1)][i];
         let fake = fake.clone();
         thread::spawn(move || {
             for stream in listener.incoming() {
@@ -55,9 +66,9 @@ fn start(epoch: u64) -> (Arc<Fake>, SocketAddr) {
     (fake, addrs[0])
 }
 
-/// Serves one connection: decodes every frame of each read, and answers them in reverse
-/// order (so clients must match by id).
-fn serve(fake: &Fake, mut stream: TcpStream, shard: u16) {
+/// Serves one connection of `shard` (`None`: the common port): decodes every frame of each
+/// read, and answers them in reverse order (so clients must match by id).
+fn serve(fake: &Fake, mut stream: TcpStream, shard: Option<u16>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     loop {
@@ -85,7 +96,7 @@ fn serve(fake: &Fake, mut stream: TcpStream, shard: u16) {
     }
 }
 
-fn answer(fake: &Fake, shard: u16, id: u32, message: &Message<'_>, out: &mut Vec<u8>) {
+fn answer(fake: &Fake, port: Option<u16>, id: u32, message: &Message<'_>, out: &mut Vec<u8>) {
     let epoch = fake.epoch.load(Ordering::SeqCst);
     let partition_shard = |key: &[u8]| -> u16 {
         let p = crate::ring::partition_of_position(crate::ring::key_position(key), Q).0;
@@ -98,7 +109,9 @@ fn answer(fake: &Fake, shard: u16, id: u32, message: &Message<'_>, out: &mut Vec
         Message::Delete(d) => Some(d.key.to_vec()),
         _ => None,
     };
+    let shard = port.unwrap_or(0);
     if let Some(key) = key_of(message) {
+        let shard = port.unwrap_or_else(|| partition_shard(&key));
         if partition_shard(&key) != shard {
             return send(Message::Error(ErrorReply {
                 code: ErrorCode::WrongShard,
@@ -124,13 +137,20 @@ fn answer(fake: &Fake, shard: u16, id: u32, message: &Message<'_>, out: &mut Vec
         Message::Topology(_) => {
             let ports = fake.ports.lock().unwrap().clone();
             let address = fake.common.lock().unwrap().unwrap().to_string();
+            let dead = fake.dead.lock().unwrap().unwrap();
+            let dead_address = dead.to_string();
+            let dead_ports = [dead.port()];
             let owners: Vec<wire::Owner> = (0..Q)
                 .map(|p| wire::Owner {
-                    node: 0,
+                    node: u16::from(epoch >= 3 && p % 2 == 1),
                     shard: if epoch >= 2 { (p % 2) as u16 } else { 0 },
                 })
+                .map(|o| wire::Owner {
+                    shard: if o.node == 1 { 0 } else { o.shard },
+                    ..o
+                })
                 .collect();
-            let nodes = [NodeInfo {
+            let mut nodes = vec![NodeInfo {
                 id: 5,
                 version: 1,
                 status: NodeStatus::Up,
@@ -139,6 +159,17 @@ fn answer(fake: &Fake, shard: u16, id: u32, message: &Message<'_>, out: &mut Vec
                 address: &address,
                 ports: ports.as_slice().into(),
             }];
+            if epoch >= 3 {
+                nodes.push(NodeInfo {
+                    id: 6,
+                    version: 1,
+                    status: NodeStatus::Up,
+                    weight: 1,
+                    zone: "",
+                    address: &dead_address,
+                    ports: dead_ports.as_slice().into(),
+                });
+            }
             send(Message::TopologyReply(TopologyReply {
                 epoch,
                 nodes: nodes.as_slice().into(),
@@ -303,6 +334,102 @@ fn errors_carry_code_counts_and_indeterminacy() {
         client.get(&too_long),
         Err(ClientError::Invalid(_))
     ));
+}
+
+#[test]
+fn keys_of_an_unreachable_node_go_to_the_next_node() {
+    let (fake, addr) = start(3);
+    // Node 6 stays routed around for the whole test, however slow the machine.
+    let config = ClientConfig {
+        node_retry_after: Duration::from_secs(3600),
+        ..ClientConfig::default()
+    };
+    let mut client = Client::connect_with(addr, config.clone()).unwrap();
+    assert_eq!(client.topology().nodes.len(), 2);
+    let (mine, theirs) = (key_on(0, 0), key_on(1, 0));
+    assert_eq!(client.route(&theirs).unwrap().node, 6);
+    client.put(&mine, b"a", None).unwrap();
+    // Node 6 refuses: the write cannot have been applied, so it goes to node 5's common
+    // port, and so do the next requests for node 6's keys while it stays down.
+    client.put(&theirs, b"b", None).unwrap();
+    assert_eq!(client.unreachable_nodes(), vec![6]);
+    assert_eq!(client.reroutes(), 1);
+    let route = client.route(&theirs).unwrap();
+    assert_eq!((route.node, route.via, route.addr), (6, Some(5), addr));
+    assert_eq!(client.get(&theirs).unwrap().siblings, vec![b"b".to_vec()]);
+    assert_eq!(client.reroutes(), 1);
+    let keys: Vec<Vec<u8>> = (1..20).map(|n| key_on(1, n)).collect();
+    let ops: Vec<Op<'_>> = keys
+        .iter()
+        .map(|key| Op::Put {
+            key,
+            value: b"c",
+            context: b"",
+        })
+        .collect();
+    // A batch from a client that does not know yet goes around node 6 the same way.
+    let mut fresh = Client::connect_with(addr, config).unwrap();
+    let results = fresh.batch(&ops);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(fresh.unreachable_nodes(), vec![6]);
+    assert_eq!(fresh.reroutes(), ops.len() as u64);
+    assert_eq!(fake.seen.lock().unwrap().len(), 3 + ops.len());
+
+    // Pinned to its seed, a client sends everything there and never reroutes.
+    let config = ClientConfig {
+        pin_to_seed: true,
+        ..ClientConfig::default()
+    };
+    let mut pinned = Client::connect_with(addr, config).unwrap();
+    assert_eq!(pinned.route(&theirs).unwrap().addr, addr);
+    assert_eq!(pinned.get(&theirs).unwrap().siblings, vec![b"b".to_vec()]);
+    assert!(pinned.unreachable_nodes().is_empty());
+    assert_eq!(pinned.reroutes(), 0);
+}
+
+#[test]
+fn the_fallback_walks_clockwise_past_unreachable_nodes() {
+    let node = |id: u64, status| NodeEntry {
+        id,
+        version: 1,
+        status,
+        weight: 1,
+        zone: String::new(),
+        address: format!("127.0.0.{id}:7070"),
+        ports: vec![7071],
+    };
+    let topology = Topology {
+        epoch: 1,
+        nodes: vec![
+            node(1, NodeStatus::Up),
+            node(2, NodeStatus::Up),
+            node(3, NodeStatus::Down),
+        ],
+        owners: [0u16, 0, 2, 1, 0, 1, 2, 0]
+            .iter()
+            .map(|&node| Owner { node, shard: 0 })
+            .collect(),
+    };
+    let seed: SocketAddr = "127.0.0.9:7070".parse().unwrap();
+    let addr = |id: u64| -> SocketAddr { format!("127.0.0.{id}:7070").parse().unwrap() };
+    // Node 3 is marked down in the topology, so partition 1 falls back to node 2.
+    assert_eq!(
+        topology.fallback_addr(1, seed, |_| false),
+        Some((2, addr(2)))
+    );
+    assert_eq!(
+        topology.fallback_addr(3, seed, |_| false),
+        Some((1, addr(1)))
+    );
+    // Wrapping around the ring.
+    assert_eq!(
+        topology.fallback_addr(7, seed, |_| false),
+        Some((2, addr(2)))
+    );
+    // Nothing left once node 2 is unreachable too.
+    assert_eq!(topology.fallback_addr(1, seed, |n| n == 1), None);
+    assert_eq!(topology.fallback_addr(8, seed, |_| false), None);
+    assert_eq!(topology.node_index(3), Some(2));
 }
 
 #[test]

@@ -56,8 +56,13 @@ pub struct Route {
     pub node: u64,
     /// The owning shard.
     pub shard: u16,
-    /// The shard's own port when the node lists one, else the node's common address.
+    /// The shard's own port when the node lists one, else the node's common address; the
+    /// common address of node `via` when the owner is unreachable; the seed when the client
+    /// is pinned to it.
     pub addr: SocketAddr,
+    /// The node the request goes through instead of the owner, which the client found
+    /// unreachable (see [`Topology::fallback_addr`]); `None` when it goes to the owner.
+    pub via: Option<u64>,
 }
 
 impl Topology {
@@ -124,6 +129,7 @@ impl Topology {
             node: node.id,
             shard: owner.shard,
             addr,
+            via: None,
         })
     }
 
@@ -146,6 +152,52 @@ impl Topology {
             Some(port) if shard_aware && port != 0 => SocketAddr::new(common.ip(), port),
             _ => common,
         })
+    }
+
+    /// Where a request for `partition` goes when its owner cannot be reached: the common
+    /// address of the first other node met walking the partitions clockwise from it (the
+    /// order in which the ring builds preference lists, zones aside), skipping nodes for
+    /// which `is_down(node index)` holds and nodes marked down or removed. That node is a
+    /// replica of the partition or coordinates for it (sloppy quorum), so the request
+    /// still reaches a node that can serve it. `None` when no other node qualifies.
+    pub fn fallback_addr(
+        &self,
+        partition: u32,
+        seed: SocketAddr,
+        is_down: impl Fn(u16) -> bool,
+    ) -> Option<(u64, SocketAddr)> {
+        let q = self.owners.len();
+        let start = usize::try_from(partition).ok()?;
+        let owner = self.owners.get(start)?.node;
+        (1..q)
+            .filter_map(|step| self.owners.get((start + step) % q))
+            .map(|o| o.node)
+            .find(|&node| node != owner && self.serving(node) && !is_down(node))
+            .and_then(|node| {
+                let id = self.nodes.get(usize::from(node))?.id;
+                Some((id, self.node_addr(node, seed)?))
+            })
+    }
+
+    /// The common address of node `index` (see [`Topology::route`] for `seed`).
+    pub fn node_addr(&self, index: u16, seed: SocketAddr) -> Option<SocketAddr> {
+        let node = self.nodes.get(usize::from(index))?;
+        Some(resolve(&node.address, seed))
+    }
+
+    /// The index of node `id` in [`Topology::nodes`].
+    pub fn node_index(&self, id: u64) -> Option<u16> {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .and_then(|i| u16::try_from(i).ok())
+    }
+
+    /// Whether node `index` is a member that serves requests (not marked down or removed).
+    fn serving(&self, index: u16) -> bool {
+        self.nodes
+            .get(usize::from(index))
+            .is_some_and(|n| !matches!(n.status, NodeStatus::Down | NodeStatus::Removed))
     }
 }
 

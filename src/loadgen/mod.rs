@@ -81,6 +81,13 @@ pub fn run(config: &Config, progress: &mut dyn std::io::Write) -> Result<Report,
         TargetSpec::Redis(addr) => Ok(run_with(&RedisTarget::new(addr), config, progress)),
         TargetSpec::Rotor(addr) => {
             let target = rotor::RotorTarget::discover(addr, config.keys, config.rotor)?;
+            if !target.down_nodes().is_empty() {
+                let _ = writeln!(
+                    progress,
+                    "nodes {:?} do not answer: their partitions go to the next node",
+                    target.down_nodes()
+                );
+            }
             Ok(run_with(&target, config, progress))
         }
     }

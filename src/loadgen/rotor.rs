@@ -18,6 +18,12 @@
 //! counts stay small. `--blind-writes` sends empty contexts (what a cache-like client
 //! would do) and documents the cost.
 //!
+//! Clusters: the topology lists every node, and connections are spread over every node's
+//! shard ports. A node that does not answer a handshake at start is left out: its
+//! partitions go to the common port of the next node clockwise
+//! ([`crate::client::Topology::fallback_addr`]), which coordinates them, as a client would
+//! route around it. `n`, `r` and `w` set each request's replication options.
+//!
 //! Per request nothing is allocated: a `GET_REPLY` (nine replies in ten) is read in place
 //! from the receive buffer by [`scan_get_reply`], which only counts siblings and finds the
 //! context, where the codec's full decode would build the sibling list (one vector per
@@ -26,6 +32,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use zerocopy::FromBytes;
 
@@ -48,6 +55,10 @@ pub const CONTEXT_SLOT_BYTES: usize = 57;
 /// Most slots of the shared context table (about 80 bytes each).
 pub const CONTEXT_SLOTS_MAX: usize = 1 << 22;
 
+/// Time a node has to connect and answer the probe's handshake at start before it is taken
+/// as down for the run.
+pub const NODE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Request id of the HELLO: request ids are tag + 1 and tags stay below the pipeline
 /// limit, so this one is never a request's.
 const HELLO_ID: u32 = u32::MAX;
@@ -60,6 +71,12 @@ pub struct RotorOptions {
     pub shard_aware: bool,
     /// Send every PUT with an empty context instead of the last one seen for the key.
     pub blind_writes: bool,
+    /// Replicas N of every request; 0 leaves it to the node's default.
+    pub n: u8,
+    /// Read quorum R of every GET; 0 leaves it to the node's default.
+    pub r: u8,
+    /// Write quorum W of every PUT; 0 leaves it to the node's default.
+    pub w: u8,
 }
 
 impl Default for RotorOptions {
@@ -67,6 +84,9 @@ impl Default for RotorOptions {
         RotorOptions {
             shard_aware: true,
             blind_writes: false,
+            n: 0,
+            r: 0,
+            w: 0,
         }
     }
 }
@@ -80,6 +100,9 @@ pub struct RotorTarget {
     /// Group of each key number, when precomputed.
     key_groups: Vec<u16>,
     contexts: Option<Arc<ContextTable>>,
+    /// Ids of the nodes found down at start, whose partitions go to other nodes.
+    down: Vec<u64>,
+    options: RotorOptions,
 }
 
 /// The protocol state of one connection.
@@ -89,6 +112,7 @@ pub struct RotorConn {
     contexts: Option<Arc<ContextTable>>,
     /// Context copied out of the table for the PUT being encoded (reused).
     scratch: Vec<u8>,
+    options: RotorOptions,
 }
 
 #[derive(Clone, Copy)]
@@ -127,12 +151,40 @@ impl RotorTarget {
         let client = Client::connect_with(addr, config)
             .map_err(|e| BenchError::Config(format!("cannot reach rotor://{addr}: {e}")))?;
         let topology = client.topology();
+        // Probed once: a node that comes back during the run stays routed around.
+        let down: Vec<bool> = (0..topology.nodes.len())
+            .map(|index| {
+                let common = u16::try_from(index)
+                    .ok()
+                    .and_then(|i| topology.node_addr(i, addr))
+                    .unwrap_or(addr);
+                // A full handshake, not a bare TCP connect: a node killed a moment ago can
+                // still accept from its listen backlog.
+                let probe = ClientConfig {
+                    connect_timeout: NODE_PROBE_TIMEOUT,
+                    io_timeout: Some(NODE_PROBE_TIMEOUT),
+                    pin_to_seed: true,
+                    ..ClientConfig::default()
+                };
+                Client::connect_with(common, probe).is_err()
+            })
+            .collect();
+        let is_down = |index: u16| down.get(usize::from(index)).copied().unwrap_or(false);
         let mut groups: Vec<SocketAddr> = Vec::new();
         let mut partition_groups = Vec::with_capacity(topology.owners.len());
-        for owner in &topology.owners {
-            let route = topology
-                .owner_addr(*owner, addr, options.shard_aware)
-                .unwrap_or(addr);
+        for (partition, owner) in topology.owners.iter().enumerate() {
+            let fallback = match is_down(owner.node) {
+                true => u32::try_from(partition)
+                    .ok()
+                    .and_then(|p| topology.fallback_addr(p, addr, is_down)),
+                false => None,
+            };
+            let route = match fallback {
+                Some((_, common)) => common,
+                None => topology
+                    .owner_addr(*owner, addr, options.shard_aware)
+                    .unwrap_or(addr),
+            };
             let group = match groups.iter().position(|g| *g == route) {
                 Some(g) => g,
                 None => {
@@ -150,6 +202,14 @@ impl RotorTarget {
             partition_groups,
             key_groups: Vec::new(),
             contexts: (!options.blind_writes).then(|| Arc::new(ContextTable::new(keys))),
+            down: topology
+                .nodes
+                .iter()
+                .zip(&down)
+                .filter(|(_, &d)| d)
+                .map(|(n, _)| n.id)
+                .collect(),
+            options,
         };
         if target.groups.len() > 1 && keys <= KEY_GROUPS_PRECOMPUTED_MAX {
             target.key_groups = (0..keys).map(|k| target.compute_group(k)).collect();
@@ -160,6 +220,11 @@ impl RotorTarget {
     /// The addresses connections are spread over.
     pub fn group_addrs(&self) -> &[SocketAddr] {
         &self.groups
+    }
+
+    /// Ids of the nodes that did not answer at start (routed around for the run).
+    pub fn down_nodes(&self) -> &[u64] {
+        &self.down
     }
 
     fn compute_group(&self, key: u64) -> u16 {
@@ -193,6 +258,7 @@ impl Target for RotorTarget {
             ],
             contexts: self.contexts.clone(),
             scratch: Vec::with_capacity(CONTEXT_SLOT_BYTES),
+            options: self.options,
         }
     }
 
@@ -233,8 +299,11 @@ impl TargetConn for RotorConn {
 
     fn encode(&mut self, request: Request<'_>, tag: u32, out: &mut Vec<u8>) {
         let options = wire::Options {
-            n: 0,
-            quorum: 0,
+            n: self.options.n,
+            quorum: match request {
+                Request::Get { .. } => self.options.r,
+                Request::Put { .. } => self.options.w,
+            },
             timeout_ms: 0,
         };
         let id = tag.wrapping_add(1);
@@ -465,6 +534,12 @@ mod tests {
             keys: vec![KeySlot::new(b""); 4],
             contexts: (!blind).then(|| Arc::new(ContextTable::new(100))),
             scratch: Vec::new(),
+            options: RotorOptions {
+                n: 3,
+                r: 2,
+                w: 1,
+                ..RotorOptions::default()
+            },
         }
     }
 
@@ -647,6 +722,33 @@ mod tests {
             c.decode(b"HTTP/1.1"),
             Err(ProtocolError::Rotor(_))
         ));
+    }
+
+    #[test]
+    fn requests_carry_n_and_their_quorum() {
+        let mut c = conn(false);
+        let mut out = Vec::new();
+        c.encode(Request::Get { key: b"k" }, 0, &mut out);
+        c.encode(
+            Request::Put {
+                key: b"k",
+                value: b"v",
+            },
+            1,
+            &mut out,
+        );
+        let mut options = Vec::new();
+        let mut at = 0;
+        while let Ok(WireDecoded::Frame { frame, consumed }) = wire::decode(&out[at..]) {
+            at += consumed;
+            options.push(match frame.message {
+                Message::Get(g) => (g.options.n, g.options.quorum),
+                Message::Put(p) => (p.options.n, p.options.quorum),
+                other => panic!("{other:?}"),
+            });
+        }
+        // conn() asks for N=3, R=2, W=1.
+        assert_eq!(options, vec![(3, 2), (3, 1)]);
     }
 
     #[test]

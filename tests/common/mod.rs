@@ -3,11 +3,17 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// Time a node has to print its ready line.
+pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `rotord`; stopped (SIGTERM, then SIGKILL if it lingers) when dropped.
 pub struct Rotord {
@@ -91,8 +97,20 @@ impl Drop for Rotord {
 /// process and its common address. The log keeps being drained (and echoed to stderr, which
 /// cargo shows for failing tests) so the node never blocks on a full pipe.
 pub fn spawn(data: &Path, cores: &str, extra: &[&str]) -> (Child, SocketAddr) {
+    spawn_on("rotord", "127.0.0.1:0", data, cores, extra)
+}
+
+/// [`spawn`] listening on `listen` (`HOST:PORT`; shard `i` then listens on PORT + 1 + i),
+/// with its log echoed under `label`.
+pub fn spawn_on(
+    label: &str,
+    listen: &str,
+    data: &Path,
+    cores: &str,
+    extra: &[&str],
+) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rotord"))
-        .args(["--listen", "127.0.0.1:0", "--cores", cores])
+        .args(["--listen", listen, "--cores", cores])
         .arg("--data-dir")
         .arg(data)
         .args(extra)
@@ -102,39 +120,60 @@ pub fn spawn(data: &Path, cores: &str, extra: &[&str]) -> (Child, SocketAddr) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("rotord starts");
-    let mut log = BufReader::new(child.stderr.take().expect("piped stderr"));
+    // One thread reads the log for the node's whole life: it hands lines over until the
+    // node is ready, then echoes them to stderr, so the wait below is bounded even if the
+    // node never prints its ready line.
+    let log = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let (lines, startup) = mpsc::channel::<String>();
+    let label = label.to_owned();
+    let echo_label = label.clone();
+    std::thread::spawn(move || {
+        let mut starting = true;
+        for line in log.lines().map_while(Result::ok) {
+            if starting && lines.send(line.clone()).is_ok() {
+                starting = !line.contains("node ready");
+                continue;
+            }
+            starting = false;
+            eprintln!("{echo_label}: {line}");
+        }
+    });
+    let deadline = Instant::now() + NODE_START_TIMEOUT;
     let mut listen = None;
-    let mut ready = false;
     let mut seen = String::new();
-    let mut line = String::new();
-    while !ready && log.read_line(&mut line).unwrap_or(0) > 0 {
+    let ready = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = startup.recv_timeout(left) else {
+            break false;
+        };
         seen.push_str(&line);
+        seen.push('\n');
         if listen.is_none() {
             listen = line
                 .split_whitespace()
                 .find_map(|word| word.strip_prefix("listen="))
                 .and_then(|addr| addr.parse().ok());
         }
-        ready = line.contains("node ready");
-        line.clear();
-    }
+        if line.contains("node ready") {
+            break true;
+        }
+    };
     let listen = match (listen, ready) {
         (Some(listen), true) => listen,
         _ => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("rotord did not start:\n{seen}");
+            panic!(
+                "{label} did not start (it exited, or logged no `listen=` and `node ready` \
+                 within {NODE_START_TIMEOUT:?}); its log:\n{seen}"
+            );
         }
     };
-    std::thread::spawn(move || {
-        for line in log.lines().map_while(Result::ok) {
-            eprintln!("rotord: {line}");
-        }
-    });
     (child, listen)
 }
 
-fn terminate(mut child: Child) -> ExitStatus {
+/// Stops `child` with SIGTERM and waits for it (SIGKILL after 30 s).
+pub fn terminate(mut child: Child) -> ExitStatus {
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
