@@ -2,10 +2,11 @@
 //!
 //! Under the `group` durability policy a shard's `put` returns at once with the write's
 //! LSN, and the reply waits here. A per-shard task (see `service`) sleeps for the group
-//! commit interval whenever writes wait, calls the store's `sync()`, and hands the new
-//! durable LSN to [`GroupCommit::release`], which wakes every waiter at or below it. So one
-//! fsync acknowledges every write of its interval, and the reactor never blocks waiting for
-//! one write. A failed sync releases every waiter with a failure (the store is poisoned
+//! commit interval whenever writes wait, runs the store's sync with its fdatasyncs on
+//! glommio's blocking thread (`Store::begin_sync`, `SyncJob::run`, `Store::finish_sync`),
+//! and hands the new durable LSN to [`GroupCommit::release`], which wakes every waiter at
+//! or below it. So one fsync acknowledges every write of its interval, and the reactor
+//! neither waits for one write nor for the device while it flushes. A failed sync releases every waiter with a failure (the store is poisoned
 //! and the writes' outcome is unknown).
 //!
 //! The queue needs no bound of its own: each waiter is a request in flight, already

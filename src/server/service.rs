@@ -1004,6 +1004,36 @@ impl ShardCore {
     }
 
     /// Syncs the store and releases the writes the sync covered.
+    /// Group commit's sync, with the fdatasyncs on glommio's blocking thread: the reactor
+    /// keeps serving while the device flushes. Writes made meanwhile are left to the next
+    /// sync ([`Store::begin_sync`] covers exactly the writes before it).
+    async fn sync_off_reactor_and_release(&self) {
+        let job = {
+            let mut store = self.store.borrow_mut();
+            store.as_mut().map(Store::begin_sync)
+        };
+        let job = match job {
+            Some(Ok(job)) => job,
+            Some(Err(e)) => return self.sync_failed(&e),
+            None => return self.commits.fail_all(),
+        };
+        let done = glommio::executor().spawn_blocking(move || job.run()).await;
+        let finished = {
+            let mut store = self.store.borrow_mut();
+            store.as_mut().map(|store| store.finish_sync(done))
+        };
+        match finished {
+            Some(Ok(durable)) => self.commits.release(durable),
+            Some(Err(e)) => self.sync_failed(&e),
+            None => self.commits.fail_all(),
+        }
+    }
+
+    fn sync_failed(&self, e: &WriteError) {
+        error!(shard = self.shard, error = %e, "group commit sync failed; writes refused");
+        self.commits.fail_all();
+    }
+
     fn sync_and_release(&self) {
         let synced = {
             let mut store = self.store.borrow_mut();
@@ -1011,10 +1041,7 @@ impl ShardCore {
         };
         match synced {
             Some(Ok(durable)) => self.commits.release(durable),
-            Some(Err(e)) => {
-                error!(shard = self.shard, error = %e, "group commit sync failed; writes refused");
-                self.commits.fail_all();
-            }
+            Some(Err(e)) => self.sync_failed(&e),
             None => self.commits.fail_all(),
         }
     }
@@ -1339,7 +1366,7 @@ async fn commit_loop(core: Rc<ShardCore>) {
         if core.commits.is_stopped() {
             return;
         }
-        core.sync_and_release();
+        core.sync_off_reactor_and_release().await;
         // Acknowledgements the coordinator held for this sync go out now.
         core.cluster.tick();
     }
