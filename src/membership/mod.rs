@@ -42,6 +42,13 @@
 //! [`StallReason::RootsDiffer`], and an anti-entropy exchange between the two (which
 //! repairs both sides) has to run before a retry.
 //!
+//! The sender compares the receiver's root with its own root *at the reply* (a write that
+//! reached both holders since the confirm changed both); key counts travel for the
+//! operator's report, the roots alone decide. A receiver that has not yet seen the
+//! committed ring refuses like any receiver not expecting the transfer: the runtime starts
+//! the move again once both sides run the ring (a stalled transfer keeps no state but its
+//! progress; [`Handoff::forget_finished`] clears it).
+//!
 //! # What this module deliberately does not do
 //! No I/O, no clock reads, no randomness, no hash-ordered iteration: time comes in as
 //! milliseconds, messages in and out as values ([`TransferMessage`] mirrors the wire's

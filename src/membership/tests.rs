@@ -671,25 +671,89 @@ fn an_empty_partition_moves_in_one_batch_and_flips() {
 #[test]
 fn the_copy_is_dropped_only_once_every_move_out_of_the_shard_flipped() {
     let mut link = Link::new(50, small_batches());
-    let mut out = Vec::new();
+    // A second move of the same partition, to node 3, driven by hand.
     let third = replica(3);
+    let mut node3 = Side {
+        handoff: Handoff::new(third, small_batches(), SiblingLimits::default()),
+        store: store(3),
+    };
+    node3.handoff.expect(P, replica(1), EPOCH).expect("expect");
+    let mut to_node3 = Vec::new();
     let sender = &mut link.sides[0];
     sender
         .handoff
-        .start(0, P, third, EPOCH, true, &sender.store, &mut out)
+        .start(0, P, third, EPOCH, true, &sender.store, &mut to_node3)
         .expect("start");
+    assert_eq!(
+        sender
+            .handoff
+            .start(0, P, third, EPOCH, true, &sender.store, &mut Vec::new()),
+        Err(HandoffError::AlreadyRunning)
+    );
     link.start(0);
     link.run(0);
     link.flip();
     assert_eq!(
         link.actions,
         vec![(0, flip_action())],
-        "node 3's move still runs"
+        "node 3's move still runs: no drop yet"
     );
+
+    // Node 3's move runs to its flip.
+    let mut flips = Vec::new();
+    while !to_node3.is_empty() {
+        let mut back = Vec::new();
+        for (request_id, message) in sends(std::mem::take(&mut to_node3)) {
+            let side = &mut node3;
+            let from = replica(1);
+            side.handoff
+                .message(0, from, request_id, message, &mut side.store, &mut back);
+        }
+        let sender = &mut link.sides[0];
+        let mut out = Vec::new();
+        for (request_id, message) in sends(back) {
+            sender
+                .handoff
+                .message(0, third, request_id, message, &mut sender.store, &mut out);
+        }
+        for action in out {
+            match action {
+                HandoffAction::Send { .. } => to_node3.push(action),
+                other => flips.push(other),
+            }
+        }
+    }
     assert_eq!(
-        link.sides[0]
-            .handoff
-            .start(0, P, third, EPOCH, true, &link.sides[0].store, &mut out),
-        Err(HandoffError::AlreadyRunning)
+        flips,
+        vec![HandoffAction::Flip {
+            partition: P,
+            ring_epoch: EPOCH,
+            to: third
+        }]
     );
+    let mut out = Vec::new();
+    link.sides[0].handoff.flipped(P, third, &mut out);
+    assert_eq!(out, vec![HandoffAction::DropPartition { partition: P }]);
+    let phases: Vec<Phase> = link.sides[0]
+        .handoff
+        .progress()
+        .iter()
+        .map(|p| p.phase)
+        .collect();
+    assert_eq!(phases, vec![Phase::Done, Phase::Done]);
+}
+
+/// The (request id, message) of every send among `actions`.
+fn sends(actions: Vec<HandoffAction>) -> Vec<(u32, TransferMessage)> {
+    actions
+        .into_iter()
+        .filter_map(|action| match action {
+            HandoffAction::Send {
+                request_id,
+                message,
+                ..
+            } => Some((request_id, message)),
+            _ => None,
+        })
+        .collect()
 }
