@@ -489,3 +489,67 @@ const _: () = assert!(EXCHANGE_REPLY_BYTES_MAX <= FRAME_BODY_BYTES_MAX);
 const _: () = assert!(EXCHANGE_LEAVES_PER_REQUEST_MAX <= MERKLE_BUCKETS_MAX);
 const _: () = assert!(EXCHANGE_RATE_SHARE_MIN >= 1 && EXCHANGE_RATE_SHARE_MIN <= 1024);
 const _: () = assert!(EXCHANGES_IN_FLIGHT_MAX >= 1);
+
+// ---------------------------------------------------------------------------------------
+// Membership changes (src/membership/)
+// ---------------------------------------------------------------------------------------
+
+/// Most changes one staged plan holds (joins, leaves, removals, weight changes). A plan is
+/// previewed as one new ring, so this bounds the preview's work (one claim) and the list
+/// an operator reviews; larger reshapes are several plans, each committed in turn.
+pub const PLAN_CHANGES_MAX: usize = 64;
+
+/// Most entries in one TRANSFER_BATCH. Whole leaf buckets are packed until the next would
+/// pass this or `TRANSFER_BATCH_BYTES_MAX` (one leaf always goes, up to the wire's limits):
+/// at ~1 KiB an entry a batch is ~1 MiB, merged by the receiver in a few milliseconds of
+/// its core, short enough not to stall its foreground requests.
+pub const TRANSFER_BATCH_ENTRIES_MAX: usize = 1024;
+
+/// Most bytes of keys and states in one TRANSFER_BATCH (same packing rule). Each batch in
+/// flight is read again from the store on a resend rather than kept, so this bounds one
+/// batch's memory on each side, not the window's.
+pub const TRANSFER_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// Leaf buckets read from the store at once while packing a batch. A read past the point
+/// where the batch fills is read again for the next batch: larger reads waste more on
+/// dense partitions, smaller ones cost more calls on sparse ones.
+pub const TRANSFER_LEAVES_PER_READ: u32 = 64;
+
+/// Batches one transfer keeps unacknowledged. Four hide a round trip on a LAN behind the
+/// receiver's merging without letting one transfer hold more than ~4 MiB in flight.
+pub const TRANSFER_BATCHES_IN_FLIGHT_MAX: usize = 4;
+
+/// How long a batch or a confirm waits for its answer before it is sent again, in
+/// milliseconds. Longer than a receiver takes to merge and sync a full batch on a busy
+/// disk; a lost message costs this much delay.
+pub const TRANSFER_ACK_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+
+/// Consecutive timeouts (no answer of any kind in between) after which a transfer stops as
+/// stalled: the receiver is gone or cannot store, and the operator or the runtime decides
+/// (retry later, remove the node). At the default timeout this is 30 s of silence.
+pub const TRANSFER_RESENDS_MAX: u32 = 6;
+
+/// Rounds (a full stream then a root comparison) a transfer runs before it stops as
+/// stalled. A second round picks up writes that reached the sender after their leaves
+/// were streamed; a mismatch that survives three rounds is not going to converge by
+/// streaming (the receiver holds something the sender lacks) and needs anti-entropy.
+pub const TRANSFER_ROUNDS_MAX: u32 = 3;
+
+/// Transfers one shard sends at once. Each reads its partition from the store and holds a
+/// window of batches in flight; two keep a leaving node's disks busy without crowding out
+/// its foreground requests. The runtime queues the rest of a plan's moves.
+pub const TRANSFERS_OUTGOING_MAX: usize = 2;
+
+/// Transfers one shard expects to receive at once (its share of a join: a new node of 4
+/// receives 768 replicas over its shards, queued by their senders). Bounds the receiver's
+/// bookkeeping, a few dozen bytes each.
+pub const TRANSFERS_INCOMING_MAX: usize = 1024;
+
+const _: () = assert!(TRANSFER_BATCH_ENTRIES_MAX >= 1);
+const _: () = assert!(TRANSFER_BATCH_ENTRIES_MAX <= BATCH_ENTRIES_MAX);
+const _: () = assert!(TRANSFER_BATCH_BYTES_MAX < FRAME_BODY_BYTES_MAX);
+const _: () = assert!(TRANSFER_LEAVES_PER_READ >= 1);
+const _: () = assert!(TRANSFER_BATCHES_IN_FLIGHT_MAX >= 1);
+const _: () = assert!(TRANSFER_RESENDS_MAX >= 1 && TRANSFER_ROUNDS_MAX >= 1);
+const _: () = assert!(TRANSFERS_OUTGOING_MAX >= 1 && TRANSFERS_INCOMING_MAX >= 1);
+const _: () = assert!(PLAN_CHANGES_MAX <= MEMBERS_MAX);

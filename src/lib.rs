@@ -20,6 +20,8 @@
 //! - [`gossip`]: membership by gossip and the local failure detector; sans-IO.
 //! - [`antientropy`]: replicas compare Merkle trees in the background and repair each
 //!   other (range and keys exchanges, rate-limited); sans-IO.
+//! - [`membership`]: staged join/leave/remove/weight plans and verified partition transfers
+//!   (stream, compare Merkle roots, flip, drop); sans-IO.
 //!
 //! Beside the request path: [`client`] is the bundled blocking client (partition- and
 //! shard-aware, pipelined) that the `rotor` CLI is built on; [`sim`] runs the sans-IO state machines of a whole cluster
@@ -45,6 +47,8 @@ pub mod merkle;
 pub mod gossip;
 
 pub mod antientropy;
+
+pub mod membership;
 
 pub mod sim;
 
