@@ -64,15 +64,19 @@ fn every_seed_keeps_the_history_properties() {
         return;
     };
     let sum = |f: fn(&SimReport) -> u64| reports.iter().map(f).sum::<u64>();
-    let (siblings, lossy, hinted) = (
+    let (siblings, lossy, hinted, local) = (
         sum(|r| r.sibling_reads),
         sum(|r| r.lossy_crashes),
         sum(|r| r.hinted_writes),
+        sum(|r| r.local_hints),
     );
     let repaired = sum(|r| r.keys_repaired);
+    // N is 3: a 3-node run has no fallback, so its hints can only be local ones.
+    let exactly_n = reports.iter().filter(|r| r.nodes == 3).count();
     println!(
         "{count} seeds from {start}: {} acknowledged writes, {} failed, {siblings} final reads \
          with required siblings, {lossy} crashes that lost unsynced writes, {hinted} hinted writes, \
+         {local} local hints ({exactly_n} runs with exactly N nodes), \
          {} anti-entropy exchanges repairing {repaired} key states",
         sum(|r| r.acked_writes),
         sum(|r| r.failed_writes),
@@ -83,6 +87,8 @@ fn every_seed_keeps_the_history_properties() {
         assert!(siblings > 0, "no run required siblings");
         assert!(lossy > 0, "no crash lost unsynced writes");
         assert!(hinted > 0, "no write was hinted");
+        assert!(exactly_n > 0, "no run had exactly N nodes");
+        assert!(local > 0, "no coordinator kept a hint for a replica itself");
         assert!(repaired > 0, "anti-entropy never repaired anything");
     }
 }

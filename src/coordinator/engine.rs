@@ -39,6 +39,9 @@ pub struct Coordinator<S> {
     /// Hints sent and not yet acknowledged: hint id -> when to send it again.
     hints_in_flight: BTreeMap<u64, u64>,
     next_handoff_at: u64,
+    /// Hints this shard stored for replicas of its own writes (no fallback was left), since
+    /// it started: a figure for tests and the simulator.
+    local_hints: u64,
     /// Forwarded writes seen recently: (forwarder's node, shard, request id). A
     /// forwarded write is not idempotent (each application makes a new dot), so a
     /// duplicate (a retransmission, a replayed connection) must not run it again: the
@@ -102,6 +105,9 @@ struct WriteOp {
     waiting: usize,
     /// Reachable fallbacks not used yet, for replicas that never answer.
     spare: Vec<Replica>,
+    /// Replicas this shard already holds a hint of this write for, so a replica that is
+    /// both refused and silent, say, is hinted once.
+    hinted: Vec<NodeId>,
     /// The last refusal a replica sent (a store failure, the sibling cap on its merge),
     /// reported if the write fails.
     failure: Option<ErrorCode>,
@@ -138,6 +144,7 @@ impl<S: ReplicaStore> Coordinator<S> {
             deferred: VecDeque::new(),
             hints_in_flight: BTreeMap::new(),
             next_handoff_at: 0,
+            local_hints: 0,
             forwards_seen: BTreeSet::new(),
             forwards_expiry: VecDeque::new(),
         }
@@ -166,6 +173,12 @@ impl<S: ReplicaStore> Coordinator<S> {
     /// Requests in flight at this coordinator.
     pub fn in_flight(&self) -> usize {
         self.ops.len()
+    }
+
+    /// Hints this shard stored in its own hint area for replicas of writes it coordinated
+    /// (because no fallback node was left), since it was created.
+    pub fn local_hints(&self) -> u64 {
+        self.local_hints
     }
 
     /// A client request (or one forwarded by a peer) arrived at `now`.
@@ -382,7 +395,7 @@ impl<S: ReplicaStore> Coordinator<S> {
                     Ok(state) => Answer::State(state),
                     Err(_) => Answer::Failed(ErrorCode::StoreFailed),
                 };
-                self.apply_answer(op_id, replica, answer, out);
+                self.apply_answer(op_id, replica, false, answer, out);
             } else {
                 let message = PeerMessage::ReplicaRead {
                     partition: partition.0,
@@ -462,11 +475,16 @@ impl<S: ReplicaStore> Coordinator<S> {
             .into_iter()
             .filter(|replica| live.is_reachable(replica.node));
         let mut targets = Vec::new();
+        // Unreachable replicas with no fallback left (always so in a cluster of exactly N
+        // nodes): this shard keeps their hints itself.
+        let mut hint_here = Vec::new();
         for &replica in preference.iter().filter(|&&replica| replica != self.local) {
             if replica.node == self.local.node || live.is_reachable(replica.node) {
                 targets.push((replica, None));
             } else if let Some(fallback) = fallbacks.next() {
                 targets.push((fallback, Some(replica.node)));
+            } else {
+                hint_here.push(replica.node);
             }
         }
         let spare: Vec<Replica> = fallbacks.collect();
@@ -493,7 +511,7 @@ impl<S: ReplicaStore> Coordinator<S> {
                 Ok(updated) => updated,
                 Err(error) => return respond(origin, ClientReply::Error(refusal(error)), out),
             };
-        let lsn = match self.store.put_state(partition.0, &key, &state) {
+        let mut lsn = match self.store.put_state(partition.0, &key, &state) {
             Ok(lsn) => lsn,
             Err(error) => {
                 let error = ClientError::new(ErrorCode::StoreFailed, error.to_string());
@@ -516,21 +534,27 @@ impl<S: ReplicaStore> Coordinator<S> {
                 dot: updated.dot,
             }
         };
-        let op_id = self.new_op(
-            origin,
-            resolved.deadline,
-            Kind::Write(Box::new(WriteOp {
-                partition: partition.0,
-                key: key.clone(),
-                state: state.clone(),
-                success,
-                w: resolved.quorum,
-                acks: 0,
-                waiting: targets.len() + 1,
-                spare,
-                failure: None,
-            })),
-        );
+        let mut write = Box::new(WriteOp {
+            partition: partition.0,
+            key: key.clone(),
+            state: state.clone(),
+            success,
+            w: resolved.quorum,
+            acks: 0,
+            waiting: targets.len() + 1,
+            spare,
+            hinted: Vec::new(),
+            failure: None,
+        });
+        // The local ack waits for the hints too, so an acknowledged write never depends on
+        // a hint a crash could still take away. They do not count toward W (see
+        // `hint_locally`).
+        for intended in hint_here {
+            if let Some(hint_lsn) = self.hint_locally(&mut write, intended) {
+                lsn = lsn.max(hint_lsn);
+            }
+        }
+        let op_id = self.new_op(origin, resolved.deadline, Kind::Write(write));
         self.deferred
             .push_back((lsn, Deferred::LocalAck { op: op_id }));
         for (replica, intended) in targets {
@@ -610,10 +634,18 @@ impl<S: ReplicaStore> Coordinator<S> {
         if let Some(op) = self.ops.get_mut(&pending.op) {
             op.requests.retain(|&id| id != request_id);
         }
-        self.apply_answer(pending.op, from, answer, out);
+        self.apply_answer(pending.op, from, pending.direct, answer, out);
     }
 
-    fn apply_answer(&mut self, op_id: u64, from: Replica, answer: Answer, out: &mut Vec<Action>) {
+    /// `direct`: the answer is to a REPLICA_WRITE to a preference-list replica.
+    fn apply_answer(
+        &mut self,
+        op_id: u64,
+        from: Replica,
+        direct: bool,
+        answer: Answer,
+        out: &mut Vec<Action>,
+    ) {
         let Some(mut op) = self.ops.remove(&op_id) else {
             return;
         };
@@ -626,6 +658,11 @@ impl<S: ReplicaStore> Coordinator<S> {
             (Kind::Write(write), answer) => {
                 if let Answer::Failed(code) = answer {
                     write.failure = Some(code);
+                    // A store failure may pass; a refusal (the sibling cap) would be
+                    // refused again on every delivery, so it gets no hint.
+                    if direct && code == ErrorCode::StoreFailed {
+                        self.hint_locally(write, from.node);
+                    }
                 }
                 write.waiting -= 1;
                 progress_write(&mut op.replied, op.origin, write, out)
@@ -764,15 +801,21 @@ impl<S: ReplicaStore> Coordinator<S> {
                     );
                     respond(op.origin, ClientReply::Error(error), out);
                 }
-                // Finish in the background: a replica that never answered gets a hint, so
-                // a lost message does not leave it behind for good.
-                let mut spare = write
+                // Finish in the background: a replica that never answered gets a hint (on
+                // a spare fallback, else here), so a lost message does not leave it behind
+                // for good.
+                let spare: Vec<Replica> = write
                     .spare
                     .iter()
                     .copied()
-                    .filter(|replica| live.is_reachable(replica.node));
+                    .filter(|replica| live.is_reachable(replica.node))
+                    .collect();
+                let mut spare = spare.into_iter();
                 for pending in silent.iter().filter(|pending| pending.direct) {
-                    let Some(holder) = spare.next() else { break };
+                    let Some(holder) = spare.next() else {
+                        self.hint_locally(write, pending.to.node);
+                        continue;
+                    };
                     let request_id = self.fresh_request_id();
                     out.push(Action::Send {
                         to: holder,
@@ -834,6 +877,28 @@ impl<S: ReplicaStore> Coordinator<S> {
             .map_err(|_| ErrorCode::StoreFailed)
     }
 
+    /// Stores a hint of `write` for replica node `intended` in this shard's own hint area,
+    /// once per write and node; returns the hint's sequence number if it stored one. The
+    /// usual delivery (`deliver_hints`) hands it over once `intended` is reachable.
+    ///
+    /// It does not count toward W: W counts distinct nodes that hold the write durably,
+    /// and this node's own write already counted once. A hint here adds no copy on
+    /// another machine, so if this node is lost the write is as exposed as before.
+    /// A failed store leaves the replica to read repair and anti-entropy, as a lost
+    /// HINTED_WRITE would.
+    fn hint_locally(&mut self, write: &mut WriteOp, intended: NodeId) -> Option<Lsn> {
+        if write.hinted.contains(&intended) {
+            return None;
+        }
+        let (_, lsn) = self
+            .store
+            .put_hint(intended, write.partition, &write.key, &write.state)
+            .ok()?;
+        write.hinted.push(intended);
+        self.local_hints += 1;
+        Some(lsn)
+    }
+
     /// Sends a reply once the write it acknowledges is durable (errors right away).
     fn defer_reply(
         &mut self,
@@ -879,7 +944,9 @@ impl<S: ReplicaStore> Coordinator<S> {
                     request_id,
                     message: *message,
                 }),
-                Deferred::LocalAck { op } => self.apply_answer(op, self.local, Answer::Ack, out),
+                Deferred::LocalAck { op } => {
+                    self.apply_answer(op, self.local, false, Answer::Ack, out)
+                }
             }
         }
     }

@@ -27,7 +27,10 @@
 //! node's failure detector), the next reachable node of the extended list takes the write
 //! as a hint naming the intended node (HINTED_WRITE: sloppy quorum); a hint counts toward
 //! W. A replica that has not answered by the deadline gets a hint too, so a lost message
-//! does not leave it behind. Fewer reachable nodes than W: `Unavailable` (answered of
+//! does not leave it behind; so does one whose store refused the write (not one that hit
+//! the sibling cap, which would refuse every delivery too). When no fallback is left (always
+//! so in a cluster of exactly N nodes) the coordinating replica keeps the hint in its own
+//! hint area (see *Hinted handoff*). Fewer reachable nodes than W: `Unavailable` (answered of
 //! needed), before anything is applied. A deadline passed or failures after sending:
 //! `Indeterminate` (the write may or may not be in place). Too many siblings: the
 //! coordinator's update refuses it (`TooManySiblings`), nothing is silently dropped.
@@ -44,7 +47,17 @@
 //! the stored state; HINTED_WRITE stores a hint in the hint area. Every acknowledgement of
 //! a write waits until the store says the write is durable (group commit).
 //!
-//! **Hinted handoff.** Each shard periodically looks at the nodes it holds hints for; to
+//! **Hinted handoff.** A hint lives in the hint area of the shard that holds it, keyed by
+//! the node it is for. The holder is a fallback node (it got a HINTED_WRITE), or, when no
+//! fallback is reachable, the coordinating replica itself: as in Cassandra, it stores the
+//! hint next to its own write, at most once per write and intended node, and its own
+//! acknowledgement waits until that hint is durable too. A local hint does not count toward
+//! W: W counts distinct nodes holding the write durably, the coordinator's own write
+//! already counted once, and a second record on the same machine is lost with it. Without
+//! it, a 3-node cluster with N=3 left no trace of a write made while one node was down, and
+//! that node missed the write until a read or anti-entropy repaired it.
+//!
+//! Each shard periodically looks at the nodes it holds hints for; to
 //! each one its failure detector says is reachable it sends a bounded batch of
 //! HINT_DELIVERs, and deletes a hint only on its HINT_ACK (sent once the target stored it
 //! durably). Unacknowledged hints are sent again after a timeout; a merge is idempotent, so

@@ -496,3 +496,154 @@ fn a_crash_keeps_synced_writes_and_renews_the_actor_only_when_it_lost_some() {
         .expect("hint");
     assert_ne!(first_hint, second_hint, "hint ids are never reused");
 }
+
+/// Delivers hints: ticks `now`, `now + 1 000` and `now + 2 000` (past the delivery interval
+/// each time), delivering every message.
+fn deliver_for_a_while(cluster: &mut Cluster, now: u64) {
+    for at in [now, now + 1_000, now + 2_000] {
+        cluster.tick(at);
+        cluster.run(|_| false);
+    }
+}
+
+/// The story: with exactly N nodes the extended preference list is empty, so a write made
+/// while one replica was down left no hint anywhere, and the replica missed it until a read
+/// repaired it. The coordinating replica now keeps the hint itself.
+#[test]
+fn with_exactly_n_nodes_the_coordinator_hints_a_down_replica_itself() {
+    let mut cluster = Cluster::new(3, MemDurability::Always, Config::default());
+    let preference = cluster.preference(b"k");
+    assert!(cluster.extended(b"k").is_empty());
+    let (coordinator, down) = (preference[0], preference[2]);
+    cluster.suspected.0.insert(down);
+    cluster.crashed.insert(down);
+    assert!(matches!(
+        cluster.ask(coordinator, put(b"k", b"v1", vec![])),
+        ClientReply::Put { .. }
+    ));
+    let store = cluster.nodes[&coordinator].store();
+    assert_eq!(store.hint_count(), 1);
+    assert_eq!(store.hint_targets(), vec![NodeId(down)]);
+    let hint = &store.hints_for(NodeId(down), 10).expect("hints")[0];
+    assert_eq!(Some(&hint.state), cluster.state(coordinator, b"k").as_ref());
+    assert_eq!(cluster.nodes[&coordinator].local_hints(), 1);
+    assert!(cluster.state(down, b"k").is_none());
+
+    // Still unreachable: the hint stays.
+    cluster.tick(1_000);
+    cluster.run(|_| false);
+    assert_eq!(cluster.nodes[&coordinator].store().hint_count(), 1);
+
+    // Back: delivered, acknowledged, deleted; the replica holds the coordinator's state.
+    cluster.suspected.0.clear();
+    cluster.crashed.clear();
+    deliver_for_a_while(&mut cluster, 2_000);
+    assert_eq!(cluster.nodes[&coordinator].store().hint_count(), 0);
+    assert_eq!(
+        cluster.state(down, b"k"),
+        cluster.state(coordinator, b"k"),
+        "the hint reached its target"
+    );
+    assert_eq!(cluster.nodes[&coordinator].local_hints(), 1);
+}
+
+#[test]
+fn a_local_hint_does_not_count_toward_w() {
+    // W=3 with one of exactly 3 nodes down: 2 reachable, the local hint is no third.
+    let config = Config {
+        w: 3,
+        ..Config::default()
+    };
+    let mut cluster = Cluster::new(3, MemDurability::Always, config);
+    let preference = cluster.preference(b"k");
+    cluster.suspected.0.insert(preference[2]);
+    let reply = cluster.ask(preference[0], put(b"k", b"v1", vec![]));
+    let error = error_of(&reply);
+    assert_eq!(
+        (error.code, error.answered, error.needed),
+        (ErrorCode::Unavailable, 2, 3)
+    );
+    assert_eq!(cluster.nodes[&preference[0]].store().hint_count(), 0);
+}
+
+#[test]
+fn with_exactly_n_nodes_a_replica_silent_at_the_deadline_is_hinted_by_the_coordinator() {
+    let mut cluster = Cluster::new(3, MemDurability::Always, Config::default());
+    let preference = cluster.preference(b"k");
+    let (coordinator, silent) = (preference[0], preference[2]);
+    // Believed reachable, but everything sent to it is lost.
+    cluster.crashed.insert(silent);
+    assert!(matches!(
+        cluster.ask(coordinator, put(b"k", b"v1", vec![])),
+        ClientReply::Put { .. }
+    ));
+    assert_eq!(cluster.nodes[&coordinator].store().hint_count(), 0);
+
+    let deadline = u64::from(REQUEST_TIMEOUT_MS_DEFAULT);
+    cluster.tick(deadline);
+    cluster.run(|_| false);
+    assert_eq!(cluster.unresponsive, vec![silent]);
+    assert_eq!(cluster.nodes[&coordinator].store().hint_count(), 1);
+    assert_eq!(
+        cluster.nodes[&coordinator].store().hint_targets(),
+        vec![NodeId(silent)]
+    );
+
+    cluster.crashed.clear();
+    deliver_for_a_while(&mut cluster, deadline + HINT_ACK_TIMEOUT_MS_DEFAULT + 1);
+    assert_eq!(cluster.nodes[&coordinator].store().hint_count(), 0);
+    assert_eq!(
+        cluster.state(silent, b"k"),
+        cluster.state(coordinator, b"k")
+    );
+    assert_eq!(cluster.nodes[&coordinator].local_hints(), 1);
+}
+
+#[test]
+fn a_replica_write_that_fails_is_hinted_by_the_coordinator_once() {
+    let mut cluster = Cluster::new(3, MemDurability::Always, Config::default());
+    let preference = cluster.preference(b"k");
+    let (coordinator, failing) = (preference[0], preference[2]);
+    cluster.request(coordinator, put(b"k", b"v1", vec![]));
+    // The failing replica's store refuses the REPLICA_WRITE.
+    let at = cluster
+        .queue
+        .iter()
+        .position(|(_, action)| {
+            matches!(action, Action::Send { to, message: PeerMessage::ReplicaWrite { .. }, .. }
+                if to.node.0 == failing)
+        })
+        .expect("a REPLICA_WRITE to the failing replica");
+    let Some((_, Action::Send { request_id, .. })) = cluster.queue.remove(at) else {
+        unreachable!("found above");
+    };
+    let mut out = Vec::new();
+    let from = Replica {
+        node: NodeId(failing),
+        shard: ShardId(0),
+    };
+    let error = PeerMessage::Error {
+        code: ErrorCode::StoreFailed,
+    };
+    let (ring, live) = (&cluster.ring, &cluster.suspected);
+    let node = cluster.nodes.get_mut(&coordinator).expect("node");
+    node.peer_message(0, from, request_id, error.clone(), ring, live, &mut out);
+    // A duplicate of the refusal changes nothing.
+    node.peer_message(0, from, request_id, error, ring, live, &mut out);
+    cluster
+        .queue
+        .extend(out.into_iter().map(|action| (coordinator, action)));
+    cluster.run(|_| false);
+    assert!(matches!(cluster.last_reply(), ClientReply::Put { .. }));
+    assert_eq!(cluster.nodes[&coordinator].store().hint_count(), 1);
+    assert!(cluster.state(failing, b"k").is_none());
+
+    // The deadline passes with nothing silent: still the one hint; then it is delivered.
+    deliver_for_a_while(&mut cluster, u64::from(REQUEST_TIMEOUT_MS_DEFAULT));
+    assert_eq!(cluster.nodes[&coordinator].local_hints(), 1);
+    assert_eq!(cluster.nodes[&coordinator].store().hint_count(), 0);
+    assert_eq!(
+        cluster.state(failing, b"k"),
+        cluster.state(coordinator, b"k")
+    );
+}

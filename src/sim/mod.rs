@@ -110,8 +110,12 @@ pub struct SimReport {
     pub sibling_reads: u64,
     /// Crashes that lost unsynced writes (and so renewed the incarnation).
     pub lossy_crashes: u64,
+    /// Nodes in the cluster (3 is exactly N: no fallback exists, hints stay local).
+    pub nodes: u64,
     /// Hinted writes sent to fallbacks.
     pub hinted_writes: u64,
+    /// Hints coordinators kept for replicas themselves, having no fallback left.
+    pub local_hints: u64,
     /// Simulated milliseconds the run took.
     pub sim_ms: u64,
     /// Anti-entropy exchanges started.
@@ -273,6 +277,8 @@ struct Simulation {
     next_value: u64,
     /// Anti-entropy figures of nodes since crashed (their machines are gone).
     exchanges_before_crashes: crate::antientropy::ExchangeStats,
+    /// Local hints of coordinators since crashed or wiped.
+    local_hints_before_crashes: u64,
 }
 
 enum Event {
@@ -456,6 +462,7 @@ impl Simulation {
             hinted_writes: 0,
             next_value: 0,
             exchanges_before_crashes: Default::default(),
+            local_hints_before_crashes: 0,
         }
     }
 
@@ -464,10 +471,17 @@ impl Simulation {
             reads: self.history.reads,
             sibling_reads: self.history.sibling_reads,
             lossy_crashes: self.lossy_crashes,
+            nodes: self.config.nodes,
             hinted_writes: self.hinted_writes,
+            local_hints: self.local_hints_before_crashes,
             sim_ms: self.now,
             ..SimReport::default()
         };
+        for node in &self.nodes {
+            if let NodeRun::Running { coordinator, .. } = &node.state {
+                report.local_hints += coordinator.local_hints();
+            }
+        }
         let stats = self.exchange_stats();
         report.exchanges = stats.started;
         report.exchange_messages = stats.messages_sent;
@@ -622,10 +636,14 @@ impl Simulation {
             return;
         };
         let empty = MemStore::new(fresh, durability, 1 << 20);
-        if let NodeRun::Running { antientropy, .. } =
-            std::mem::replace(&mut slot.state, NodeRun::Crashed(empty))
+        if let NodeRun::Running {
+            antientropy,
+            coordinator,
+            ..
+        } = std::mem::replace(&mut slot.state, NodeRun::Crashed(empty))
         {
             self.exchanges_before_crashes.add(&antientropy.stats());
+            self.local_hints_before_crashes += coordinator.local_hints();
         }
         self.note(format!("wipe n{node}"));
         self.restart(node);
@@ -1070,6 +1088,7 @@ impl Simulation {
                 ..
             } => {
                 self.exchanges_before_crashes.add(&antientropy.stats());
+                self.local_hints_before_crashes += coordinator.local_hints();
                 let mut store = coordinator.into_store();
                 let keep = (keep_roll % (store.unsynced_len() as u64 + 1)) as usize;
                 let lost = store.crash(keep, fresh);
