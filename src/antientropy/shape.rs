@@ -39,7 +39,11 @@ pub fn node_hash(children: &[u64]) -> u64 {
     match <&[u64; FANOUT as usize]>::try_from(children) {
         Ok(children) => inner_hash(children),
         Err(_) => {
-            debug_assert!(false, "a bucket has {FANOUT} children, not {}", children.len());
+            debug_assert!(
+                false,
+                "a bucket has {FANOUT} children, not {}",
+                children.len()
+            );
             0
         }
     }
