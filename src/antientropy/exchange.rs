@@ -15,7 +15,7 @@ use super::view::MerkleView;
 use super::{Entry, ExchangeAction, ExchangeConfig, ExchangeMessage, ExchangeStats};
 use crate::causal::{CausalState, SiblingLimits};
 use crate::constants::{BATCH_ENTRIES_MAX, FRAME_BODY_BYTES_MAX, MERKLE_BUCKETS_MAX};
-use crate::coordinator::{Liveness, ReplicaStore};
+use crate::coordinator::{merge_into_store, Liveness, MergeFailure, ReplicaStore};
 use crate::ring::{PartitionId, Replica, Ring};
 use crate::wire::ErrorCode;
 
@@ -582,16 +582,19 @@ impl AntiEntropy {
         key: &[u8],
         incoming: &CausalState,
     ) -> Option<CausalState> {
-        let stored = store.get_state(partition, key).ok()?.unwrap_or_default();
-        let Ok((merged, _)) = stored.merge_with_limits(incoming, &self.sibling_limits) else {
-            self.stats.bad_entries += 1;
-            return None;
-        };
-        if merged != stored {
-            store.put_state(partition, key, &merged).ok()?;
-            self.stats.keys_repaired += 1;
+        match merge_into_store(store, partition, key, incoming, &self.sibling_limits) {
+            Ok((merged, changed)) => {
+                if changed {
+                    self.stats.keys_repaired += 1;
+                }
+                Some(merged)
+            }
+            Err(MergeFailure::Refused(_)) => {
+                self.stats.bad_entries += 1;
+                None
+            }
+            Err(MergeFailure::Storage(_)) => None,
         }
-        Some(merged)
     }
 
     /// A keys reply: whole leaves in the order asked, until the byte or entry bound (the

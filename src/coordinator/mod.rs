@@ -100,7 +100,9 @@ mod storage;
 mod tests;
 
 pub use engine::Coordinator;
-pub use storage::{Hint, Lsn, MemDurability, MemStore, ReplicaStore, StorageError};
+pub use storage::{
+    merge_into_store, Hint, Lsn, MemDurability, MemStore, MergeFailure, ReplicaStore, StorageError,
+};
 
 use crate::causal::{CausalState, Dot, SiblingLimits};
 use crate::constants::{

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::causal::{Actor, CausalState};
+use crate::causal::{Actor, CausalError, CausalState, SiblingLimits};
 use crate::ring::NodeId;
 
 /// A log sequence number: the position of a write in its store's log.
@@ -76,6 +76,42 @@ pub trait ReplicaStore {
     fn hint_count(&self) -> usize;
     /// Every write up to this sequence number survives a crash.
     fn durable_lsn(&self) -> Lsn;
+}
+
+/// Why [`merge_into_store`] did not merge an incoming state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeFailure {
+    /// Reading or writing the store failed.
+    Storage(StorageError),
+    /// The merge itself was refused (the sibling cap); the stored state is unchanged.
+    Refused(CausalError),
+}
+
+/// Merges `incoming` into the stored state of a key and stores the result only if it
+/// changed; returns the merged state and whether it was stored. Anti-entropy and partition
+/// transfer repair with it. (The coordinator's replica writes store even an unchanged
+/// state: their acknowledgement waits for a sequence number of their own.)
+pub fn merge_into_store<S: ReplicaStore + ?Sized>(
+    store: &mut S,
+    partition: u32,
+    key: &[u8],
+    incoming: &CausalState,
+    limits: &SiblingLimits,
+) -> Result<(CausalState, bool), MergeFailure> {
+    let stored = store
+        .get_state(partition, key)
+        .map_err(MergeFailure::Storage)?
+        .unwrap_or_default();
+    let (merged, _) = stored
+        .merge_with_limits(incoming, limits)
+        .map_err(MergeFailure::Refused)?;
+    if merged == stored {
+        return Ok((merged, false));
+    }
+    store
+        .put_state(partition, key, &merged)
+        .map_err(MergeFailure::Storage)?;
+    Ok((merged, true))
 }
 
 /// How an in-memory store loses writes at a crash, as the real store's durability

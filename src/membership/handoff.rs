@@ -21,7 +21,7 @@ use crate::constants::{
     BATCH_ENTRIES_MAX, FRAME_BODY_BYTES_MAX, TRANSFERS_INCOMING_MAX, TRANSFERS_OUTGOING_MAX,
     TRANSFER_LEAVES_PER_READ,
 };
-use crate::coordinator::ReplicaStore;
+use crate::coordinator::{merge_into_store, MergeFailure, ReplicaStore};
 use crate::ring::Replica;
 use crate::wire::ErrorCode;
 
@@ -587,19 +587,20 @@ impl Handoff {
                 self.stats.bad_entries += 1;
                 continue;
             };
-            let Ok(stored) = store.get_state(partition, &entry.key) else {
-                return false;
-            };
-            let stored = stored.unwrap_or_default();
-            let Ok((merged, _)) = stored.merge_with_limits(&incoming, &self.sibling_limits) else {
-                self.stats.bad_entries += 1;
-                continue;
-            };
-            if merged != stored {
-                if store.put_state(partition, &entry.key, &merged).is_err() {
-                    return false;
+            match merge_into_store(
+                store,
+                partition,
+                &entry.key,
+                &incoming,
+                &self.sibling_limits,
+            ) {
+                Ok((_, changed)) => {
+                    if changed {
+                        self.stats.keys_changed += 1;
+                    }
                 }
-                self.stats.keys_changed += 1;
+                Err(MergeFailure::Refused(_)) => self.stats.bad_entries += 1,
+                Err(MergeFailure::Storage(_)) => return false,
             }
         }
         true
