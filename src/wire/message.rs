@@ -81,6 +81,10 @@ messages! {
     0x29 "TRANSFER_CONFIRM" TransferConfirm(TransferConfirm),
     /// The receiver's key count and Merkle root for a transferred partition.
     0xA9 "TRANSFER_CONFIRM_REPLY" TransferConfirmReply(TransferConfirmReply),
+    /// Anti-entropy's write-back: merged states the receiver lacks.
+    0x2A "MERKLE_PUSH" MerklePush(MerklePush<'a>),
+    /// A MERKLE_PUSH was merged.
+    0xAA "MERKLE_PUSH_ACK" MerklePushAck(MerklePushAck),
     /// A request failed.
     0xFF "ERROR" Error(ErrorReply<'a>),
 }
@@ -535,6 +539,28 @@ body! {
         buckets: List<'a, u32> = (MERKLE_BUCKETS_MAX, ()),
         /// Key and state of every key in those buckets.
         entries: List<'a, Entry<'a>> = (BATCH_ENTRIES_MAX, ()),
+    }
+}
+
+body! {
+    /// MERKLE_PUSH: the requester's merged states of keys the responder's keys reply showed
+    /// stale or missing, for the receiver to merge (anti-entropy's write-back).
+    MerklePush<'a> {
+        /// The partition.
+        partition: u32 = (),
+        /// Key and merged state of every key to merge.
+        entries: List<'a, Entry<'a>> = (BATCH_ENTRIES_MAX, ()),
+    }
+}
+
+body! {
+    /// MERKLE_PUSH_ACK: the push was taken (merged, or refused entry by entry: a push is
+    /// advisory, and what it could not repair a later exchange will).
+    MerklePushAck {
+        /// The partition.
+        partition: u32 = (),
+        /// Entries of the push that changed the receiver's store.
+        repaired: u32 = (),
     }
 }
 

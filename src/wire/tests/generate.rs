@@ -622,6 +622,29 @@ pub(super) fn vectors() -> Vec<Vector> {
             }
             .into(),
         ),
+        ok(
+            "",
+            &[
+                "MERKLE_PUSH partition 513, entries (\"k1\", state \"S1\"), (\"k2\", state \"S2\"),",
+                "with an anti-entropy request id (class 1 in the top two bits, id 20).",
+            ],
+            0x4000_0014,
+            MerklePush {
+                partition: 513,
+                entries: List::Borrowed(&entries),
+            }
+            .into(),
+        ),
+        ok(
+            "",
+            &["MERKLE_PUSH_ACK partition 513: one entry of the push changed the store."],
+            0x4000_0014,
+            MerklePushAck {
+                partition: 513,
+                repaired: 1,
+            }
+            .into(),
+        ),
     ];
 
     let get = encoded(&sample_get());
