@@ -500,7 +500,22 @@ pub const EXCHANGE_RATE_SHARE_MIN: u32 = 16;
 /// from the floor to full rate takes 63 calm reports.
 pub const EXCHANGE_RATE_SHARE_INCREASE: u32 = 64;
 
+/// Length of the window over which a shard's foreground latency (the p99.9 of the client
+/// requests it coordinated) is measured and reported to anti-entropy's rate limiter, in
+/// milliseconds. Each report moves the rate one AIMD step, so this is also how fast repair
+/// backs off under load (halving per window) and how slowly it returns.
+pub const EXCHANGE_PRESSURE_WINDOW_MS: u64 = 1_000;
+
+/// Anti-entropy requests and pushes one shard may have awaiting their replies on the wire
+/// at once (over all its exchanges). An exchange holds at most `MERKLE_FANOUT` range
+/// requests or one keys request plus its pushes, so this is far above normal use; past
+/// it a request is not sent (its exchange then times out and starts over). Each costs a
+/// few words of bookkeeping until its reply or its deadline.
+pub const EXCHANGE_WIRE_REQUESTS_MAX: usize = 1024;
+
 const _: () = assert!(EXCHANGE_REPLY_BYTES_MAX <= FRAME_BODY_BYTES_MAX);
+const _: () =
+    assert!(EXCHANGE_WIRE_REQUESTS_MAX >= EXCHANGES_IN_FLIGHT_MAX * (MERKLE_FANOUT as usize + 2));
 const _: () = assert!(EXCHANGE_LEAVES_PER_REQUEST_MAX <= MERKLE_BUCKETS_MAX);
 const _: () = assert!(EXCHANGE_RATE_SHARE_MIN >= 1 && EXCHANGE_RATE_SHARE_MIN <= 1024);
 const _: () = assert!(EXCHANGES_IN_FLIGHT_MAX >= 1);

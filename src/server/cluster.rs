@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use tracing::{info, warn};
 
+use super::antientropy::ShardAntiEntropy;
 use super::commit::GroupCommit;
 use super::config::Config;
 use super::convert;
@@ -132,6 +133,8 @@ pub struct Cluster {
     links: RefCell<HashMap<LinkKey, Rc<Link>>>,
     /// Shard 0 only.
     membership: Option<RefCell<Membership>>,
+    /// Merkle exchanges with the other replicas of this shard's partitions.
+    antientropy: ShardAntiEntropy,
     /// Set once shutdown began: timers and links end.
     stopping: Cell<bool>,
     counters: Counters,
@@ -265,6 +268,7 @@ impl Cluster {
             next_pseudo: Cell::new(PEER_PSEUDO_SHARD_BASE),
             links: RefCell::new(HashMap::new()),
             membership,
+            antientropy: ShardAntiEntropy::new(local, &config),
             stopping: Cell::new(false),
             counters: Counters::default(),
         });
@@ -286,6 +290,7 @@ impl Cluster {
                     cluster.membership_tick(&endpoints);
                 }
                 cluster.tick();
+                cluster.antientropy.tick(&cluster);
             }
         })
         .detach();
@@ -304,6 +309,11 @@ impl Cluster {
     /// The view this shard routes by now.
     pub fn view(&self) -> Rc<SharedView> {
         self.view.borrow().clone()
+    }
+
+    /// This shard's anti-entropy (its service answers MERKLE_* requests through it).
+    pub fn antientropy(&self) -> &ShardAntiEntropy {
+        &self.antientropy
     }
 
     /// Default N, R and W (before clamping to the membership).
@@ -425,11 +435,13 @@ impl Cluster {
             let down = self.view().down.len();
             push("peers_down", u64::try_from(down).unwrap_or(u64::MAX));
         }
+        self.antientropy.stat_entries(shard, entries);
     }
 
     // --- driving the coordinator --------------------------------------------------------
 
-    fn now(&self) -> u64 {
+    /// Milliseconds since this shard's runtime started (the state machines' clock).
+    pub(super) fn now(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
@@ -564,7 +576,34 @@ impl Cluster {
         .detach();
     }
 
-    fn report_unresponsive(self: &Rc<Self>, node: NodeId) {
+    /// Runs `f` on the shard's store outside any coordinator step, and has what it wrote
+    /// synced by the group commit (anti-entropy's merges).
+    pub(super) fn with_store<R>(&self, f: impl FnOnce(&mut StoreReplicas) -> R) -> R {
+        let (result, needs_sync) = {
+            let mut coordinator = self.coordinator.borrow_mut();
+            let result = f(coordinator.store_mut());
+            (result, coordinator.store().needs_sync())
+        };
+        if needs_sync {
+            self.commits.request_sync();
+        }
+        result
+    }
+
+    /// Queues an encoded frame on this shard's link to another node's shard; false if
+    /// it was dropped (link down or full).
+    pub(super) fn push_frame(self: &Rc<Self>, to: Replica, frame: Vec<u8>) -> bool {
+        if to.node == self.local.node || to.shard.0 >= PEER_PSEUDO_SHARD_BASE {
+            return false;
+        }
+        let pushed = self.link(LinkKey::Replica(to)).push(frame);
+        if !pushed {
+            bump(&self.counters.dropped);
+        }
+        pushed
+    }
+
+    pub(super) fn report_unresponsive(self: &Rc<Self>, node: NodeId) {
         if self.membership.is_some() {
             self.unresponsive(node);
         } else {
@@ -819,6 +858,11 @@ impl LinkOwner for Cluster {
 
     fn on_reply(self: &Rc<Self>, key: &LinkKey, frame: Frame<'_>) {
         let this = self;
+        if let LinkKey::Replica(from) = key {
+            if this.antientropy.on_reply(this, *from, &frame) {
+                return;
+            }
+        }
         if let Some(message) = convert::gossip_message(&frame.message) {
             if matches!(
                 message,

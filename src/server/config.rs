@@ -64,6 +64,14 @@ pub struct Config {
     pub cluster_id: u64,
     /// Milliseconds between two gossip rounds.
     pub gossip_interval_ms: u64,
+    /// Whether each shard starts Merkle exchanges with the other replicas of its
+    /// partitions (flag `--anti-entropy on|off`). A node answers its peers' exchanges
+    /// either way.
+    pub anti_entropy: bool,
+    /// Milliseconds between two exchange starts of one shard at full rate.
+    pub ae_interval_ms: u64,
+    /// Entries one shard's anti-entropy moves per second at full rate.
+    pub ae_keys_per_sec: u64,
 }
 
 /// Which cores run a shard.
@@ -190,6 +198,15 @@ pub struct Args {
     /// Milliseconds between two gossip rounds [default: 1000].
     #[arg(long, value_name = "MS")]
     pub gossip_interval_ms: Option<u64>,
+    /// Merkle-tree anti-entropy with the other replicas: on or off [default: on].
+    #[arg(long, value_name = "on|off", value_parser = parse_switch)]
+    pub anti_entropy: Option<bool>,
+    /// Milliseconds between two anti-entropy exchange starts per shard [default: 100].
+    #[arg(long, value_name = "MS")]
+    pub ae_interval_ms: Option<u64>,
+    /// Entries anti-entropy moves per second per shard at full rate [default: 20000].
+    #[arg(long, value_name = "N")]
+    pub ae_keys_per_sec: Option<u64>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -217,6 +234,9 @@ impl Default for Config {
             w: constants::WRITE_QUORUM_DEFAULT,
             cluster_id: constants::CLUSTER_ID_DEFAULT,
             gossip_interval_ms: constants::GOSSIP_INTERVAL_MS_DEFAULT,
+            anti_entropy: true,
+            ae_interval_ms: constants::EXCHANGE_INTERVAL_MS_DEFAULT,
+            ae_keys_per_sec: constants::EXCHANGE_KEYS_PER_SEC_DEFAULT,
         }
     }
 }
@@ -297,6 +317,15 @@ impl Config {
         if let Some(ms) = args.gossip_interval_ms {
             self.gossip_interval_ms = ms;
         }
+        if let Some(on) = args.anti_entropy {
+            self.anti_entropy = on;
+        }
+        if let Some(ms) = args.ae_interval_ms {
+            self.ae_interval_ms = ms;
+        }
+        if let Some(keys) = args.ae_keys_per_sec {
+            self.ae_keys_per_sec = keys;
+        }
     }
 
     /// Checks every key on its own; [`Config::cpus`] and [`Config::shard_ports_for`] check
@@ -360,6 +389,8 @@ impl Config {
             }
         }
         check_range("gossip_interval_ms", self.gossip_interval_ms, 10, 600_000)?;
+        check_range("ae_interval_ms", self.ae_interval_ms, 1, 3_600_000)?;
+        check_range("ae_keys_per_sec", self.ae_keys_per_sec, 1, 100_000_000)?;
         if self.zone.len() > constants::TEXT_BYTES_MAX {
             return Err(ConfigError::Cluster("`zone` is too long".into()));
         }
@@ -579,6 +610,14 @@ fn parse_fsync(text: &str) -> Result<Fsync, String> {
     }
 }
 
+fn parse_switch(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{text}` is not one of on, off")),
+    }
+}
+
 fn check_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         return Ok(());
@@ -591,6 +630,7 @@ fn check_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), 
         "weight" => "between 1 and 65535",
         "n" => "between 1 and 16",
         "gossip_interval_ms" => "between 10 and 600000",
+        "ae_keys_per_sec" => "between 1 and 100000000",
         _ => "between 1 and 3600000 (one hour)",
     };
     Err(ConfigError::Range {
@@ -862,6 +902,43 @@ mod tests {
         }
         assert!(Args::try_parse_from(["rotord", "--node-id", "-1"]).is_err());
         assert!(parse("seeds = \"one\"").is_err());
+    }
+
+    #[test]
+    fn anti_entropy_flags_and_keys() {
+        let config = Config::from_args(&args(&[])).unwrap();
+        assert!(config.anti_entropy);
+        assert_eq!(
+            (config.ae_interval_ms, config.ae_keys_per_sec),
+            (
+                constants::EXCHANGE_INTERVAL_MS_DEFAULT,
+                constants::EXCHANGE_KEYS_PER_SEC_DEFAULT
+            )
+        );
+        let config = Config::from_args(&args(&[
+            "--anti-entropy",
+            "off",
+            "--ae-interval-ms",
+            "20",
+            "--ae-keys-per-sec",
+            "500",
+        ]))
+        .unwrap();
+        assert!(!config.anti_entropy);
+        assert_eq!((config.ae_interval_ms, config.ae_keys_per_sec), (20, 500));
+        let text = config.to_toml();
+        assert_eq!(parse(&text).expect(&text), config, "{text}");
+        let file = parse("anti_entropy = false\nae_interval_ms = 50\n").unwrap();
+        assert!(!file.anti_entropy);
+        assert_eq!(file.ae_interval_ms, 50);
+        assert!(Args::try_parse_from(["rotord", "--anti-entropy", "maybe"]).is_err());
+        let refused = |flags: &[&str]| {
+            Config::from_args(&args(flags))
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(refused(&["--ae-interval-ms", "0"]).contains("ae_interval_ms"));
+        assert!(refused(&["--ae-keys-per-sec", "0"]).contains("ae_keys_per_sec"));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! latter, which keeps the whole error (answered, needed, message) for a forwarded write;
 //! for replica requests the coordinator treats both as a failed answer.
 
+use crate::antientropy::{Entry, ExchangeMessage};
 use crate::causal::{Actor, CausalState, Dot};
 use crate::coordinator::{ClientError, ClientReply, ClientRequest, Options, PeerMessage};
 use crate::gossip::{GossipMessage, NodeState};
@@ -152,6 +153,124 @@ pub fn gossip_message(message: &Message<'_>) -> Option<GossipMessage> {
         },
         _ => return None,
     })
+}
+
+/// MERKLE_RANGE, MERKLE_KEYS or MERKLE_PUSH as an anti-entropy message; `None` for any
+/// other message. Causal states stay encoded: the exchange decodes each one and skips
+/// (counts) those that do not decode, so one bad entry does not cost the whole batch.
+pub fn exchange_request(message: &Message<'_>) -> Option<ExchangeMessage> {
+    Some(match message {
+        Message::MerkleRange(m) => ExchangeMessage::Range {
+            partition: m.partition,
+            level: m.level,
+            start: m.start,
+            count: m.count,
+        },
+        Message::MerkleKeys(m) => ExchangeMessage::Keys {
+            partition: m.partition,
+            buckets: m.buckets.iter().copied().collect(),
+        },
+        Message::MerklePush(m) => ExchangeMessage::Push {
+            partition: m.partition,
+            entries: m.entries.iter().map(entry_in).collect(),
+        },
+        _ => return None,
+    })
+}
+
+/// MERKLE_RANGE_REPLY or MERKLE_KEYS_REPLY as an anti-entropy message; `None` otherwise
+/// (an `ERROR` answering an exchange request is mapped by the runtime, which knows the
+/// partition it asked about).
+pub fn exchange_reply(message: &Message<'_>) -> Option<ExchangeMessage> {
+    Some(match message {
+        Message::MerkleRangeReply(m) => ExchangeMessage::RangeReply {
+            partition: m.partition,
+            level: m.level,
+            start: m.start,
+            hashes: m.hashes.iter().copied().collect(),
+        },
+        Message::MerkleKeysReply(m) => ExchangeMessage::KeysReply {
+            partition: m.partition,
+            buckets: m.buckets.iter().copied().collect(),
+            entries: m.entries.iter().map(entry_in).collect(),
+        },
+        _ => return None,
+    })
+}
+
+/// Appends the frame of an anti-entropy message with `request_id`: its MERKLE_* opcode,
+/// `Push` as MERKLE_PUSH, `Refused` as an `ERROR` with its code.
+pub fn encode_exchange(
+    request_id: u32,
+    message: &ExchangeMessage,
+    out: &mut Vec<u8>,
+) -> Result<(), wire::Error> {
+    let message = match message {
+        ExchangeMessage::Range {
+            partition,
+            level,
+            start,
+            count,
+        } => Message::MerkleRange(wire::MerkleRange {
+            partition: *partition,
+            level: *level,
+            start: *start,
+            count: *count,
+        }),
+        ExchangeMessage::RangeReply {
+            partition,
+            level,
+            start,
+            hashes,
+        } => Message::MerkleRangeReply(wire::MerkleRangeReply {
+            partition: *partition,
+            level: *level,
+            start: *start,
+            hashes: List::Borrowed(hashes),
+        }),
+        ExchangeMessage::Keys { partition, buckets } => Message::MerkleKeys(wire::MerkleKeys {
+            partition: *partition,
+            buckets: List::Borrowed(buckets),
+        }),
+        ExchangeMessage::KeysReply {
+            partition,
+            buckets,
+            entries,
+        } => Message::MerkleKeysReply(wire::MerkleKeysReply {
+            partition: *partition,
+            buckets: List::Borrowed(buckets),
+            entries: List::Owned(entries_out(entries)),
+        }),
+        ExchangeMessage::Push { partition, entries } => Message::MerklePush(wire::MerklePush {
+            partition: *partition,
+            entries: List::Owned(entries_out(entries)),
+        }),
+        ExchangeMessage::Refused { code, .. } => Message::Error(ErrorReply {
+            code: *code,
+            answered: 0,
+            needed: 0,
+            ring_epoch: 0,
+            message: "this shard does not replicate the partition",
+        }),
+    };
+    wire::encode(request_id, &message, out)
+}
+
+fn entries_out(entries: &[Entry]) -> Vec<wire::Entry<'_>> {
+    entries
+        .iter()
+        .map(|e| wire::Entry {
+            key: &e.key,
+            state: &e.state,
+        })
+        .collect()
+}
+
+fn entry_in(entry: &wire::Entry<'_>) -> Entry {
+    Entry {
+        key: entry.key.to_vec(),
+        state: entry.state.to_vec(),
+    }
 }
 
 /// Appends the frame of a peer message (a request or a reply) with `request_id`.
@@ -648,6 +767,72 @@ mod tests {
                 assert_eq!(gossip_message(decoded), Some(message.clone()));
             });
         }
+    }
+
+    #[test]
+    fn exchange_messages_round_trip() {
+        let entries = vec![
+            Entry {
+                key: b"k1".to_vec(),
+                state: state().to_bytes(),
+            },
+            Entry {
+                key: b"k2".to_vec(),
+                state: b"not a state: the exchange skips it".to_vec(),
+            },
+        ];
+        let requests = [
+            ExchangeMessage::Range {
+                partition: 7,
+                level: 1,
+                start: 32,
+                count: 64,
+            },
+            ExchangeMessage::Keys {
+                partition: 7,
+                buckets: vec![3, 900],
+            },
+            ExchangeMessage::Push {
+                partition: 7,
+                entries: entries.clone(),
+            },
+        ];
+        for message in requests {
+            let bytes = frame(|out| encode_exchange(0x4000_0001, &message, out));
+            decoded(&bytes, |id, decoded| {
+                assert_eq!(id, 0x4000_0001);
+                assert_eq!(exchange_request(decoded), Some(message.clone()));
+                assert_eq!(exchange_reply(decoded), None);
+            });
+        }
+        let replies = [
+            ExchangeMessage::RangeReply {
+                partition: 7,
+                level: 2,
+                start: 0,
+                hashes: vec![1, u64::MAX],
+            },
+            ExchangeMessage::KeysReply {
+                partition: 7,
+                buckets: vec![3],
+                entries,
+            },
+        ];
+        for message in replies {
+            let bytes = frame(|out| encode_exchange(9, &message, out));
+            decoded(&bytes, |_, decoded| {
+                assert_eq!(exchange_reply(decoded), Some(message.clone()));
+                assert_eq!(exchange_request(decoded), None);
+            });
+        }
+        let refused = ExchangeMessage::Refused {
+            partition: 7,
+            code: ErrorCode::NotOwner,
+        };
+        let bytes = frame(|out| encode_exchange(9, &refused, out));
+        decoded(&bytes, |_, decoded| {
+            assert!(matches!(decoded, Message::Error(e) if e.code == ErrorCode::NotOwner));
+        });
     }
 
     #[test]

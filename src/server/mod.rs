@@ -12,13 +12,16 @@
 //! latency percentiles); [`start_node`] starts a node. [`cluster`] is the per-shard cluster
 //! runtime driving the coordinator, gossip and failure detector, with [`peer`] (outgoing
 //! peer links), [`convert`] (wire messages to and from the state machines' values) and
-//! [`replica_store`] (the coordinator's storage over the shard's store). [`echo`] is a
+//! [`replica_store`] (the coordinator's storage over the shard's store), and with
+//! [`antientropy`] (the shard's Merkle exchanges with its partitions' other replicas).
+//! [`echo`] is a
 //! trivial protocol the runtime's own tests use.
 //!
 //! What this layer deliberately does not do: decode messages (the handler does), touch a
 //! store from another core (only the mailbox crosses cores), or read a clock for anything
 //! but timeouts.
 
+pub mod antientropy;
 pub mod cluster;
 pub mod commit;
 pub mod config;

@@ -664,6 +664,7 @@ impl ClientHandler {
                     }
                 }
                 core.stats.record(kind, started);
+                core.cluster.antientropy().record_latency(started);
                 out
             }),
         }
@@ -713,6 +714,11 @@ impl ClientHandler {
                 }
             };
             return Some(step);
+        }
+        if let Some(request) = convert::exchange_request(message) {
+            let cluster = &self.core.cluster;
+            cluster.antientropy().serve(cluster, from, id, request, out);
+            return Some(Step::Served { consumed });
         }
         match convert::peer_request(message) {
             Ok(Some(request)) => {
