@@ -23,6 +23,9 @@
 //!   never locks. The gossip state is persisted at `<data-dir>/GOSSIP` on every change.
 //! - Each shard's timer ticks its coordinator (deadlines, hint delivery), and the group
 //!   commit task ticks it after every sync so held acknowledgements go out.
+//! - The same timer ticks the shard's anti-entropy ([`ShardAntiEntropy`], in
+//!   [`super::antientropy`]): its requests use this shard's links with their own request-id
+//!   class, and [`LinkOwner::on_reply`] hands it the replies before anything else.
 //!
 //! A node alone in its ring keeps the direct one-node path of [`super::service`]; this
 //! runtime takes over once the ring has another member.
