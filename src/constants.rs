@@ -409,6 +409,21 @@ pub const CLUSTER_MAILBOX_SENDS_MAX: usize = 8192;
 /// answers by its deadline) that keeps a lost answer from pinning a connection slot.
 pub const CLUSTER_REPLY_GRACE_MS: u64 = 5_000;
 
+/// Bit position of the request class in a peer frame's request id. Several state machines
+/// share one link per (shard, peer shard), each with its own request-id counter; the top two
+/// bits of the id name the machine a reply goes back to, the low 30 bits are its own id.
+pub const PEER_REQUEST_CLASS_SHIFT: u32 = 30;
+/// Request class of the coordinator and gossip (ids below 2^30, as before classes existed).
+pub const PEER_REQUEST_CLASS_COORDINATOR: u32 = 0;
+/// Request class of anti-entropy exchanges.
+pub const PEER_REQUEST_CLASS_ANTIENTROPY: u32 = 1;
+/// Request class of partition transfers.
+pub const PEER_REQUEST_CLASS_TRANSFER: u32 = 2;
+/// Request class of ring state and admin requests.
+pub const PEER_REQUEST_CLASS_RING: u32 = 3;
+
+const _: () = assert!(PEER_REQUEST_CLASS_RING < 1 << (32 - PEER_REQUEST_CLASS_SHIFT));
+
 const _: () = assert!(REQUEST_TIMEOUT_MS_DEFAULT <= REQUEST_TIMEOUT_MS_MAX);
 const _: () = assert!(PING_TIMEOUT_MS_DEFAULT >= PING_INTERVAL_MS_DEFAULT);
 const _: () = assert!(PEER_BACKOFF_MS_MIN <= PEER_BACKOFF_MS_MAX);
