@@ -68,6 +68,7 @@ fn view(nodes: &[u64]) -> Rc<SharedView> {
         ring: Arc::new(Ring::initial(Q, members).expect("ring")),
         down: Arc::new(BTreeSet::new()),
         nodes: Arc::new(Vec::new()),
+        pending: None,
     })
 }
 
