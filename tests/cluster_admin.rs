@@ -3,7 +3,8 @@
 //! shows the replicas moving to it, `commit` turns the formation ring into a committed
 //! base with a pending change that every node learns through gossip (RING_STATE), further
 //! changes are refused while it is pending, and a restarted node keeps it from
-//! `<data-dir>/RING`.
+//! `<data-dir>/RING`. Node 3 is frozen across the commit, so the change stays pending
+//! (its moves cannot finish) whether or not partition transfers run.
 //!
 //! Completing the moves is the partition transfer's job; this test stops at the pending
 //! change every node agrees on.
@@ -45,23 +46,21 @@ fn status(addr: SocketAddr) -> Result<StatusInfo, String> {
 
 #[test]
 fn a_joining_node_commits_a_change_every_node_learns_and_keeps() {
-    let mut cluster = Cluster::start(3, &[]);
+    let cluster = Cluster::start(3, &[]);
     let interval = GOSSIP_INTERVAL_MS.to_string();
-    let fourth = Rotord::start_with(
-        "1",
-        &[
-            "--node-id",
-            "4",
-            "--n",
-            "3",
-            "--r",
-            "2",
-            "--w",
-            "2",
-            "--gossip-interval-ms",
-            &interval,
-        ],
-    );
+    let flags = [
+        "--node-id",
+        "4",
+        "--n",
+        "3",
+        "--r",
+        "2",
+        "--w",
+        "2",
+        "--gossip-interval-ms",
+        &interval,
+    ];
+    let fourth = Rotord::start_with("1", &flags);
     let seed = cluster.nodes[0].listen.to_string();
 
     // Formation mode everywhere: the seeds' ring, nothing committed.
@@ -69,6 +68,10 @@ fn a_joining_node_commits_a_change_every_node_learns_and_keeps() {
     assert!(!before.committed);
     assert_eq!(before.next_epoch, None);
     let formation_epoch = before.ring_epoch;
+
+    let quiet = admin(cluster.nodes[0].listen, &["status", "--watch"]);
+    assert!(quiet.status.success(), "status --watch: {}", text(&quiet));
+    assert!(String::from_utf8_lossy(&quiet.stdout).contains("no change pending"));
 
     let joined = admin(fourth.listen, &["join", &seed]);
     assert!(joined.status.success(), "join: {}", text(&joined));
@@ -85,15 +88,18 @@ fn a_joining_node_commits_a_change_every_node_learns_and_keeps() {
     assert!(four.owned_after > 0);
     assert_eq!(four.receiving as usize, preview.moves.len());
 
+    // Node 3 is frozen across the commit: its share of the moves cannot finish (a move is
+    // done only on its sender's report), so the change stays pending whether or not
+    // partition transfers run, and the refusals below are deterministic.
+    cluster.freeze(2);
     let commit = admin(fourth.listen, &["commit"]);
     assert!(commit.status.success(), "commit: {}", text(&commit));
     let next = preview.next_epoch;
 
     // Every node learns the committed change through gossip; the old ring still serves.
-    let addrs: Vec<(u64, SocketAddr)> = cluster
-        .nodes
+    let addrs: Vec<(u64, SocketAddr)> = [0, 1]
         .iter()
-        .map(|n| (n.id, n.listen))
+        .map(|&i| (cluster.nodes[i].id, cluster.nodes[i].listen))
         .chain([(4, fourth.listen)])
         .collect();
     for &(id, addr) in &addrs {
@@ -123,8 +129,15 @@ fn a_joining_node_commits_a_change_every_node_learns_and_keeps() {
     let refused = client.admin_commit().expect_err("commit while pending");
     assert_eq!(refused.code(), Some(ErrorCode::ChangePending));
 
+    // `status --watch` gives up at its bound with exit code 8 while moves are pending.
+    let watched = admin(
+        cluster.nodes[0].listen,
+        &["status", "--watch", "--watch-secs", "0"],
+    );
+    assert_eq!(watched.status.code(), Some(8), "watch: {}", text(&watched));
+
     // `status` prints the pending change.
-    let shown = admin(cluster.nodes[2].listen, &["status"]);
+    let shown = admin(cluster.nodes[0].listen, &["status"]);
     assert!(shown.status.success(), "status: {}", text(&shown));
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.contains("mode: committed"), "{shown}");
@@ -133,12 +146,25 @@ fn a_joining_node_commits_a_change_every_node_learns_and_keeps() {
         "{shown}"
     );
 
-    // A restart keeps the committed change from <data-dir>/RING.
-    assert!(cluster.nodes[1].data.path().join("RING").exists());
-    cluster.kill(1);
-    cluster.restart(1);
-    let after = status(cluster.nodes[1].listen).expect("status after restart");
+    // A restart keeps the committed change from <data-dir>/RING (node 3 is still frozen,
+    // so the change is still pending).
+    assert!(fourth.data.path().join("RING").exists());
+    let (stopped, data) = fourth.stop();
+    assert!(stopped.success(), "node 4 stopped: {stopped:?}");
+    let fourth = Rotord::start_in_with(data, "1", &flags);
+    let after = status(fourth.listen).expect("status after restart");
     assert!(after.committed, "{after:?}");
-    assert_eq!(after.next_epoch, Some(next));
+    assert_eq!(after.next_epoch, Some(next), "{after:?}");
     assert_eq!(after.ring_epoch, formation_epoch);
+
+    // Thawed, node 3 learns the change too (pending, or complete if transfers ran).
+    cluster.thaw(2);
+    wait_for(CONVERGE_TIMEOUT, || {
+        let s = status(cluster.nodes[2].listen)?;
+        match s.committed && (s.next_epoch == Some(next) || s.ring_epoch == next) {
+            true => Ok(()),
+            false => Err(format!("node 3 status: {s:?}")),
+        }
+    })
+    .unwrap_or_else(|last| panic!("node 3 never learned the change: {last}"));
 }

@@ -133,3 +133,42 @@ proptest::proptest! {
         let _ = persist::decode(&framed);
     }
 }
+
+#[test]
+fn formation_members_are_the_up_nodes_only() {
+    let mut gossip = Gossip::new(state(1, 1), Vec::new(), GossipConfig::default(), 1);
+    let mut joining = state(2, 1);
+    joining.status = NodeStatus::Joining;
+    let mut removed = state(3, 1);
+    removed.status = NodeStatus::Removed;
+    let nodes = vec![joining, removed, state(4, 1)];
+    let message = GossipMessage::State {
+        sender: 4,
+        ring_epoch: 1,
+        nodes,
+    };
+    let (_, changed) = gossip.handle(0, message);
+    assert!(changed);
+    let ids = |members: Vec<Member>| members.iter().map(|m| m.id.0).collect::<Vec<_>>();
+    assert_eq!(ids(gossip.formation_members()), vec![1, 4]);
+    assert_eq!(
+        ids(gossip.members()),
+        vec![1, 2, 4],
+        "a joiner is still a member"
+    );
+    gossip.update_local(|s| s.status = NodeStatus::Joining);
+    assert_eq!(ids(gossip.formation_members()), vec![4]);
+}
+
+#[test]
+fn a_node_started_alone_gossips_with_a_seed_added_later() {
+    let mut gossip = Gossip::new(state(1, 1), Vec::new(), GossipConfig::default(), 1);
+    assert!(!gossip.has_seeds());
+    gossip.add_seed("10.0.0.1:7000".into());
+    assert!(!gossip.has_seeds(), "its own address is no seed");
+    gossip.add_seed("10.0.0.2:7000".into());
+    gossip.add_seed("10.0.0.2:7000".into());
+    assert!(gossip.has_seeds());
+    let (peer, _) = gossip.tick(0).expect("a round is due");
+    assert_eq!(peer, GossipPeer::Seed("10.0.0.2:7000".into()));
+}
