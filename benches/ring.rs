@@ -49,6 +49,16 @@ fn lookups(c: &mut Criterion) {
             })
         })
     });
+    // The same lookup borrowing the replicas from the ring's table instead of copying them
+    // into a `PreferenceList`: what a caller that only reads the list pays.
+    c.bench_function("key_to_replicas_borrowed_n3_8_nodes", |b| {
+        b.iter_custom(|iters| {
+            cpu_time_of(iters, || {
+                i = (i + 1) % keys.len();
+                black_box(ring.key_replicas(black_box(&keys[i]), 3));
+            })
+        })
+    });
     c.bench_function("key_to_partition", |b| {
         b.iter_custom(|iters| {
             cpu_time_of(iters, || {

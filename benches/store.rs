@@ -2,7 +2,8 @@
 //!
 //! Targets (one core, 100-byte values, 16-byte keys):
 //! - put with `Durability::Never`: at least 1M/s;
-//! - get of a present key: at least 3M/s;
+//! - get of a present key: at least 3M/s (`get_hit`, one at a time; `get_hit_batched_16`,
+//!   16 keys per `Store::get_many`, counts each key as one element);
 //! - reopen of a 10M-key store: at most 5 s, resident memory reported.
 //!
 //! `ROTOR_STORE_BENCH_KEYS` sets the size of the reopened store (default 10,000,000; 10,000
@@ -24,6 +25,9 @@ use rotor::store::{Durability, Store, StoreConfig, ValueKind};
 mod cpu_clock;
 
 const PARTITIONS: u32 = 64;
+
+/// GETs per batch in `get_hit_batched_16`: a pipeline depth of 16.
+const BATCH: usize = 16;
 
 fn key(i: usize) -> [u8; 16] {
     let mut k = *b"key-000000000000";
@@ -119,6 +123,28 @@ fn put_get(c: &mut Criterion) {
                 })
             })
         });
+        // The same reads in batches of 16, as a connection's pipelined GETs would come:
+        // `get_many` overlaps the batch's cache misses.
+        let mut batch: Vec<(u32, &[u8])> = Vec::with_capacity(BATCH);
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(format!("get_hit_batched_16/{keyspace}_keys"), |b| {
+            b.iter_custom(|iters| {
+                cpu_time_of(iters, || {
+                    batch.clear();
+                    for _ in 0..BATCH {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let i = (x as usize) % keyspace;
+                        batch.push((i as u32 % PARTITIONS, &keys[i]));
+                    }
+                    store.get_many(&batch, |_, found| {
+                        black_box(found.unwrap().map(|f| f.value.len()));
+                    });
+                })
+            })
+        });
+        group.throughput(Throughput::Elements(1));
         let stats = store.stats();
         println!(
             "index: {} keys, {} bytes, {:.1} bytes per key",

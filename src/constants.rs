@@ -440,6 +440,12 @@ const _: () = assert!(HINT_BATCH_MAX <= HINTS_MAX);
 /// disk sooner after a burst of overwrites.
 pub const COMPACTION_IDLE_MS: u64 = 200;
 
+/// Pause between two compaction steps, in microseconds. It hands the core back to the
+/// reactor, which polls sockets and timers only when no task is runnable: a compaction that
+/// merely yielded stayed runnable and held every connection's wake-up for up to glommio's
+/// 100 ms preempt interval. Longer slows compaction while the shard is idle.
+pub const COMPACTION_STEP_PAUSE_US: u64 = 50;
+
 /// How long background compaction backs off after a store error (full disk, poisoned
 /// store), in milliseconds, so a failing disk is not hammered in a loop.
 pub const COMPACTION_BACKOFF_MS: u64 = 5_000;

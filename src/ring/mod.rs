@@ -483,14 +483,13 @@ impl Ring {
     ///
     /// Allocates nothing for `n <= PREFERENCE_LIST_INLINE`, and is then a table lookup.
     pub fn preference_list(&self, partition: PartitionId, n: usize) -> PreferenceList {
-        let start = self.index(partition);
-        if n <= PREFERENCE_LIST_INLINE {
-            let head = &self.head_replicas[start][..n.min(self.head_len)];
+        if let Some(head) = self.replicas(partition, n) {
             return PreferenceList {
                 partition,
                 replicas: SmallVec::from_slice(head),
             };
         }
+        let start = self.index(partition);
         let mut picks = FewPicks::default();
         self.walk(start, n, &mut picks);
         PreferenceList {
@@ -501,6 +500,26 @@ impl Ring {
                 .map(|&m| self.replica(m, partition))
                 .collect(),
         }
+    }
+
+    /// The first `n` replicas of `partition`, as [`Ring::preference_list`] gives them, but
+    /// borrowed from the ring's precomputed table: nothing is copied, which is what a hot
+    /// path that only reads the list wants. `None` when `n` is above
+    /// `PREFERENCE_LIST_INLINE` (the table holds no more; use `preference_list`).
+    pub fn replicas(&self, partition: PartitionId, n: usize) -> Option<&[Replica]> {
+        if n > PREFERENCE_LIST_INLINE {
+            return None;
+        }
+        self.head_replicas
+            .get(self.index(partition))?
+            .get(..n.min(self.head_len))
+    }
+
+    /// `key`'s partition and its first `n` replicas by reference (see [`Ring::replicas`]);
+    /// `None` when `n` is above `PREFERENCE_LIST_INLINE`.
+    pub fn key_replicas(&self, key: &[u8], n: usize) -> Option<(PartitionId, &[Replica])> {
+        let partition = self.partition_of(key);
+        Some((partition, self.replicas(partition, n)?))
     }
 
     /// `key`'s partition and its first `n` replicas (see [`Ring::preference_list`]).

@@ -69,6 +69,10 @@ fn check_preference_lists(ring: &Ring, n: usize) {
     for p in (0..ring.q()).map(PartitionId) {
         let list = ring.preference_list(p, n);
         assert_eq!(list.partition(), p);
+        match ring.replicas(p, n) {
+            Some(borrowed) => assert_eq!(borrowed, &list[..], "{p:?}"),
+            None => assert!(n > crate::constants::PREFERENCE_LIST_INLINE),
+        }
         assert_eq!(list.len(), n.min(ring.members().len()), "{p:?}");
         assert_eq!(list[0].node, ring.owner(p));
         let nodes: BTreeSet<NodeId> = list.iter().map(|r| r.node).collect();
@@ -369,6 +373,12 @@ fn key_lookup_goes_through_md5_partition() {
     let list = ring.key_preference_list(b"", 3);
     assert_eq!(list.partition(), PartitionId(848));
     assert_eq!(list, ring.preference_list(PartitionId(848), 3));
+    let (partition, borrowed) = ring.key_replicas(b"", 3).unwrap();
+    assert_eq!((partition, borrowed), (PartitionId(848), &list[..]));
+    assert_eq!(
+        ring.key_replicas(b"", crate::constants::REPLICAS_MAX.into()),
+        None
+    );
 }
 
 #[test]

@@ -33,6 +33,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use glommio::{Latency, Shares};
+use smallvec::SmallVec;
 use tracing::{error, info, warn};
 
 use super::cluster::{Cluster, ClusterRequest};
@@ -48,15 +49,16 @@ use super::stats::{OpKind, ShardStats, StatEntry};
 use crate::causal::{Actor, CausalError, CausalState, Context, Value};
 use crate::constants::{
     CLUSTER_REPLY_GRACE_MS, COMPACTION_BACKOFF_MS, COMPACTION_IDLE_MS,
-    COMPACTION_STEP_BYTES_DEFAULT, FORWARD_GRACE_MS, GROUP_COMMIT_INTERVAL_MS_DEFAULT,
-    PARTITIONS_DEFAULT, PEER_CONNECTION_IN_FLIGHT_MAX, REPLICAS_MAX, REQUEST_TIMEOUT_MS_DEFAULT,
-    REQUEST_TIMEOUT_MS_MAX,
+    COMPACTION_STEP_BYTES_DEFAULT, COMPACTION_STEP_PAUSE_US, FORWARD_GRACE_MS,
+    GROUP_COMMIT_INTERVAL_MS_DEFAULT, PARTITIONS_DEFAULT, PEER_CONNECTION_IN_FLIGHT_MAX,
+    REPLICAS_MAX, REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MAX,
 };
 use crate::coordinator::{self, ClientReply, ClientRequest};
 use crate::gossip::{GossipMessage, NodeState};
 use crate::ring::{Member, NodeId, Replica, Ring, RingError};
 use crate::store::{
     CompactProgress, Durability, Lsn, ReadError, Store, StoreConfig, ValueKind, WriteError,
+    GET_BATCH_KEYS_MAX,
 };
 use crate::wire::{
     self, Decoded, DeleteReply, ErrorCode, ErrorReply, FrameError, GetReply, HelloReply, List,
@@ -149,6 +151,13 @@ pub struct ClientHandler {
     established: bool,
     /// Set when the HELLO said role peer: the pseudo replica naming this connection.
     peer: Option<Replica>,
+    /// The partitions [`FrameHandler::prepare`] computed for the keyed requests it saw
+    /// ahead, in frame order, each with its key's address and length in the receive
+    /// buffer, so `keyed` does not hash a key twice. Valid for one serving pass only (the
+    /// buffer is not touched during a pass); anything that does not match is recomputed.
+    lookahead: SmallVec<[(usize, usize, u32); GET_BATCH_KEYS_MAX]>,
+    /// Next entry of `lookahead` to match.
+    lookahead_next: usize,
 }
 
 /// Why a node could not start.
@@ -298,6 +307,8 @@ impl Service for NodeService {
             mailbox: mailbox.clone(),
             established: false,
             peer: None,
+            lookahead: SmallVec::new(),
+            lookahead_next: 0,
         }
     }
 
@@ -443,6 +454,47 @@ impl FrameHandler for ClientHandler {
         }
     }
 
+    /// With several GET/PUT/DELETE frames waiting on a one-node ring (the store path),
+    /// computes their partitions and has the store prefetch their index buckets and
+    /// records together, so the requests' cache misses overlap instead of each waiting
+    /// for its own two in turn (see `Store::get_many`).
+    fn prepare(&mut self, input: &[u8]) {
+        self.lookahead.clear();
+        self.lookahead_next = 0;
+        if !self.established || self.peer.is_some() {
+            return;
+        }
+        let view = self.core.cluster.view();
+        if view.ring.members().len() > 1 {
+            return;
+        }
+        let mut keys: SmallVec<[(u32, &[u8]); GET_BATCH_KEYS_MAX]> = SmallVec::new();
+        let mut rest = input;
+        while keys.len() < GET_BATCH_KEYS_MAX {
+            let Ok(Decoded::Frame { frame, consumed }) = wire::decode(rest) else {
+                break;
+            };
+            let key = match frame.message {
+                Message::Get(get) => Some(get.key),
+                Message::Put(put) => Some(put.key),
+                Message::Delete(delete) => Some(delete.key),
+                _ => None,
+            };
+            if let Some(key) = key {
+                let partition = view.ring.partition_of(key).0;
+                self.lookahead
+                    .push((key.as_ptr() as usize, key.len(), partition));
+                keys.push((partition, key));
+            }
+            rest = rest.get(consumed..).unwrap_or_default();
+        }
+        if keys.len() > 1 {
+            if let Some(store) = self.core.store.borrow().as_ref() {
+                store.prefetch(&keys);
+            }
+        }
+    }
+
     fn is_established(&self) -> bool {
         self.established
     }
@@ -556,7 +608,9 @@ impl ClientHandler {
         if members > 1 {
             return self.coordinate(id, resolved, op, started, consumed);
         }
-        let partition = view.ring.partition_of(op.key()).0;
+        let partition = self
+            .prepared_partition(op.key())
+            .unwrap_or_else(|| view.ring.partition_of(op.key()).0);
         let Some(owner) = self.core.owner_of(partition) else {
             self.core
                 .error(out, id, ErrorCode::NotOwner, "this node owns no replica");
@@ -622,6 +676,18 @@ impl ClientHandler {
 }
 
 impl ClientHandler {
+    /// The partition `prepare` computed for `key`, if `key` is the next keyed request it
+    /// saw (the same bytes of the receive buffer).
+    fn prepared_partition(&mut self, key: &[u8]) -> Option<u32> {
+        while let Some(&(at, len, partition)) = self.lookahead.get(self.lookahead_next) {
+            self.lookahead_next += 1;
+            if at == key.as_ptr() as usize && len == key.len() {
+                return Some(partition);
+            }
+        }
+        None
+    }
+
     /// A GET/PUT/DELETE on a multi-node ring: run by this shard's coordinator, answered
     /// when it says so.
     fn coordinate(
@@ -1393,12 +1459,20 @@ async fn commit_loop(core: Rc<ShardCore>) {
 
 /// Compacts the store a bounded step at a time, in a low-share task queue so requests keep
 /// their latency; sleeps while there is nothing to compact.
+///
+/// Between steps it sleeps briefly rather than yielding its task queue: glommio polls
+/// sockets and timers only when no task queue has work left (or its preempt timer, 100 ms,
+/// fires), so a compaction that only yielded kept the queue busy and left every connection
+/// waiting up to 100 ms for its socket to be polled, for as long as a segment took to
+/// compact. The fdatasync that makes the copies durable and the unmapping of the deleted
+/// segment (40 to 100 ms each) run on glommio's blocking thread.
 async fn compaction_loop(core: Rc<ShardCore>) {
+    let pause = Duration::from_micros(COMPACTION_STEP_PAUSE_US);
     loop {
         let step = {
             let mut store = core.store.borrow_mut();
             match store.as_mut() {
-                Some(store) => store.compact_step(COMPACTION_STEP_BYTES_DEFAULT),
+                Some(store) => store.compact_step_deferred(COMPACTION_STEP_BYTES_DEFAULT),
                 None => return,
             }
         };
@@ -1406,12 +1480,21 @@ async fn compaction_loop(core: Rc<ShardCore>) {
             Ok(CompactProgress::Idle) => {
                 glommio::timer::sleep(Duration::from_millis(COMPACTION_IDLE_MS)).await;
             }
+            Ok(CompactProgress::NeedsSync { .. }) => {
+                core.sync_off_reactor_and_release().await;
+            }
             Ok(CompactProgress::Finished { segment, reclaimed }) => {
                 info!(shard = core.shard, segment, reclaimed, "segment compacted");
-                glommio::executor().yield_task_queue_now().await;
+                let retired = core.store.borrow_mut().as_mut().map(Store::take_retired);
+                if let Some(retired) = retired.filter(|r| !r.is_empty()) {
+                    glommio::executor()
+                        .spawn_blocking(move || drop(retired))
+                        .await;
+                }
+                glommio::timer::sleep(pause).await;
             }
             Ok(CompactProgress::Working { .. } | CompactProgress::Checkpointed) => {
-                glommio::executor().yield_task_queue_now().await;
+                glommio::timer::sleep(pause).await;
             }
             Err(e) => {
                 warn!(shard = core.shard, error = %e, "compaction step failed; backing off");

@@ -134,6 +134,22 @@ impl PartitionIndex {
         }
     }
 
+    /// Asks the CPU to start loading the home bucket of `hash` (one cache line) without
+    /// waiting for it: [`Store::get_many`](super::Store::get_many) does this for a whole
+    /// batch of keys before probing any, so their cache misses overlap.
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(bucket) = self.buckets.get(home(hash, self.buckets.len())) {
+            prefetch_line(std::ptr::from_ref(bucket).cast());
+        }
+    }
+
+    /// The location of the first entry filed under `hash`, if any: where the record of a
+    /// key with this hash most likely lies (only a 64-bit hash collision in one partition
+    /// makes it another key's). For prefetching; lookups use [`PartitionIndex::probe`].
+    pub fn first_candidate(&self, hash: u64) -> Option<Loc> {
+        self.probe(hash).next().map(SlotRef::loc)
+    }
+
     /// The location of `key` (hash `hash`); `key_of` reads the key a location holds.
     pub fn find<'k>(
         &self,
@@ -347,6 +363,20 @@ impl Slot {
             offset: self.offset & !VERIFIED,
         }
     }
+}
+
+/// Starts loading the cache line holding `ptr` into every cache level, without waiting and
+/// without faulting (a prefetch of any address is harmless); nothing on other platforms.
+pub fn prefetch_line(ptr: *const u8) {
+    // SAFETY: a prefetch is a hint: it reads nothing into the program, writes nothing, and
+    // never faults, whatever the address (here always inside a live table or segment map).
+    // `sse` is part of the x86_64 baseline, so the instruction always exists.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
 }
 
 /// Buckets for `n` keys at most 7/8 full: a power of two.

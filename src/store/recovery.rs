@@ -139,6 +139,8 @@ pub(super) fn open(dir: &Path, config: StoreConfig) -> Result<(Store, RecoveryRe
         poisoned: false,
         closed: false,
         compaction: None,
+        syncs: super::sync::Generations::default(),
+        retired: Vec::new(),
         bytes_since_checkpoint: 0,
         corrupt_seen: std::cell::Cell::new(0),
     };

@@ -31,6 +31,31 @@ pub struct SyncJob {
     /// began.
     segments: Vec<(u32, usize, Arc<Segment>)>,
     upto: Lsn,
+    /// Number of this job among the store's syncs (see [`Generations`]).
+    generation: u64,
+}
+
+/// Counts syncs, so that something written at one moment (compaction's copies, which keep
+/// their old LSNs and so are not covered by [`Store::durable_lsn`]) can tell when a sync
+/// begun after it has finished: then it is on disk.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Generations {
+    /// Syncs begun so far; the next one gets `begun + 1`.
+    pub(super) begun: u64,
+    /// Highest generation of a sync that finished successfully.
+    pub(super) finished: u64,
+}
+
+impl Generations {
+    /// The generation of the first sync that covers everything written until now.
+    pub(super) fn next(&self) -> u64 {
+        self.begun + 1
+    }
+
+    /// True once a sync of generation `generation` or later finished.
+    pub(super) fn covers(&self, generation: u64) -> bool {
+        self.finished >= generation
+    }
 }
 
 /// A [`SyncJob`] that succeeded: what [`Store::finish_sync`] needs to mark it done.
@@ -39,6 +64,7 @@ pub struct Synced {
     /// (segment id, its end when the job began).
     segments: Vec<(u32, usize)>,
     upto: Lsn,
+    generation: u64,
 }
 
 impl SyncJob {
@@ -61,6 +87,7 @@ impl SyncJob {
                 .map(|(id, end, _)| (id, end))
                 .collect(),
             upto: self.upto,
+            generation: self.generation,
         })
     }
 }
@@ -78,9 +105,11 @@ impl Store {
             .filter(|(_, info)| info.dirty)
             .map(|(&id, info)| (id, info.seg.published(), Arc::clone(&info.seg)))
             .collect();
+        self.syncs.begun += 1;
         Ok(SyncJob {
             segments,
             upto: self.next_lsn - 1,
+            generation: self.syncs.begun,
         })
     }
 
@@ -102,6 +131,7 @@ impl Store {
             }
         }
         self.durable_lsn = self.durable_lsn.max(synced.upto);
+        self.syncs.finished = self.syncs.finished.max(synced.generation);
         Ok(self.durable_lsn)
     }
 }

@@ -235,6 +235,60 @@ fn compaction_reclaims_segments_and_shared_values_outlive_them() {
     }
 }
 
+/// Story: a server compacting with `compact_step` ran the fdatasync of the copies and the
+/// unmapping of the old segment on its request thread, stalling every connection of the
+/// core for 100 to 200 ms at each compaction. The deferred form leaves both to the caller,
+/// and must still never delete a segment before its copies are durable.
+#[test]
+fn deferred_compaction_waits_for_a_sync_before_deleting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path(), small(Durability::Never));
+    for round in 0..20u8 {
+        for i in 0..20u8 {
+            s.put(0, &[i], ValueKind::Value, &[round; 100]).unwrap();
+        }
+    }
+    let files = || std::fs::read_dir(dir.path()).unwrap().count();
+    let (mut needs_sync, mut finished) = (0, 0);
+    loop {
+        let before = files();
+        match s.compact_step_deferred(1 << 20).unwrap() {
+            CompactProgress::Idle => break,
+            CompactProgress::NeedsSync { .. } => {
+                needs_sync += 1;
+                assert_eq!(files(), before, "nothing deleted before the sync");
+                // Asked again without a sync, it still waits.
+                assert!(matches!(
+                    s.compact_step_deferred(1 << 20).unwrap(),
+                    CompactProgress::NeedsSync { .. }
+                ));
+                let job = s.begin_sync().unwrap();
+                let done = job.run();
+                s.finish_sync(done).unwrap();
+            }
+            CompactProgress::Finished { .. } => {
+                finished += 1;
+                assert_eq!(files(), before - 1, "the segment file is deleted");
+                assert!(!s.take_retired().is_empty(), "its map waits for release");
+                assert!(s.take_retired().is_empty());
+            }
+            CompactProgress::Working { .. } | CompactProgress::Checkpointed => {}
+        }
+    }
+    assert!(
+        finished > 0 && needs_sync >= finished,
+        "{needs_sync} {finished}"
+    );
+    for i in 0..20u8 {
+        assert_eq!(value_of(&s, 0, &[i]).unwrap().1, vec![19u8; 100]);
+    }
+    s.close().unwrap();
+    let (s, _) = open(dir.path(), small(Durability::Never));
+    for i in 0..20u8 {
+        assert_eq!(value_of(&s, 0, &[i]).unwrap().1, vec![19u8; 100]);
+    }
+}
+
 /// Story: compaction that dropped a partition-drop, purge or hint-delete marker while an
 /// older segment still held the records it cancels brought those records back to life on
 /// the next scan. Markers must live as long as anything older does.
@@ -514,6 +568,23 @@ fn check_all(s: &Store, model: &Model, hints: &HintModel) {
         .map(|(&id, (t, p, k, v))| (id, *t, *p, *k, v.clone()))
         .collect();
     assert_eq!(got, want, "hints");
+    // `get_many` agrees with the model, present and absent keys mixed, over several
+    // batches.
+    let keys: Vec<(u32, [u8; 1])> = (0..3u32)
+        .flat_map(|p| (0..30u8).map(move |k| (p, [k])))
+        .collect();
+    let batch: Vec<(u32, &[u8])> = keys.iter().map(|(p, k)| (*p, &k[..])).collect();
+    let mut seen = 0;
+    s.get_many(&batch, |i, found| {
+        assert_eq!(i, seen, "in order");
+        seen += 1;
+        let (p, [k]) = keys[i];
+        let got = found
+            .expect("no corruption")
+            .map(|f| (f.kind, f.value.to_vec()));
+        assert_eq!(got, model.get(&(p, k)).cloned(), "get_many of {p}/{k}");
+    });
+    assert_eq!(seen, keys.len());
     let stats = s.stats();
     assert_eq!(stats.keys, model.len() as u64);
     assert_eq!(stats.corrupt_records_skipped, 0);
@@ -569,6 +640,14 @@ fn run_model(ops: Vec<Op>) {
                     assert!(s.delete_hint(id).unwrap());
                     hints.remove(&id);
                 }
+            }
+            Op::Compact { budget } if budget % 2 == 1 => {
+                // The server's form: the caller syncs, and releases the old maps.
+                if let CompactProgress::NeedsSync { .. } = s.compact_step_deferred(budget).unwrap()
+                {
+                    s.sync().unwrap();
+                }
+                drop(s.take_retired());
             }
             Op::Compact { budget } => {
                 s.compact_step(budget).unwrap();
