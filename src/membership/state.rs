@@ -876,6 +876,30 @@ mod tests {
         }
     }
 
+    /// The fuzz seeds in fuzz/seeds/ring_state are the encodings of these states; they must
+    /// stay decodable. `ROTOR_WRITE_FUZZ_SEEDS=1` rewrites them after a format change.
+    #[test]
+    fn fuzz_seeds_decode() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/ring_state");
+        let mut partial = joined();
+        let epoch = partial.epoch();
+        partial.mark_done(epoch, 0);
+        let seeds = [
+            ("formation", formation(&[1, 2, 3])),
+            ("joined", joined()),
+            ("partial", partial),
+        ];
+        for (name, state) in seeds {
+            let path = dir.join(name);
+            if std::env::var_os("ROTOR_WRITE_FUZZ_SEEDS").is_some() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, state.to_bytes()).unwrap();
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(RingState::decode(&bytes), Ok(state), "{}", path.display());
+        }
+    }
+
     #[test]
     fn bad_bytes_are_errors() {
         let bytes = joined().to_bytes();
