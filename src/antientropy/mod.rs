@@ -53,6 +53,7 @@
 //! [`ReplicaStore`]: crate::coordinator::ReplicaStore
 
 mod exchange;
+mod purge;
 mod rate;
 pub mod shape;
 #[cfg(test)]
@@ -60,6 +61,7 @@ mod tests;
 mod view;
 
 pub use exchange::AntiEntropy;
+pub use purge::PurgeGrant;
 pub use rate::{RateLimiter, SHARE_FULL};
 pub use view::{MerkleView, SparseTree};
 

@@ -522,6 +522,42 @@ impl Store {
         Ok(true)
     }
 
+    /// Purges up to `max` tombstones of `partition` whose current record was stored at or
+    /// before `lsn_max` and that `eligible(key, lsn)` accepts (anti-entropy's
+    /// `PurgeGrant::allows`), each as [`Store::purge`] does: a purge marker in the log and
+    /// the key out of the index and its Merkle tree. The cluster layer calls it with what
+    /// anti-entropy confirmed every replica holds (`AntiEntropy::take_purge_grants`);
+    /// no age alone makes a tombstone go. Returns how many were purged; `max` bounds the
+    /// work of one call (call again while it returns `max`).
+    pub fn purge_tombstones(
+        &mut self,
+        partition: u32,
+        lsn_max: Lsn,
+        max: usize,
+        mut eligible: impl FnMut(&[u8], Lsn) -> bool,
+    ) -> Result<usize, WriteError> {
+        let keys: Vec<Vec<u8>> = self
+            .iter_partition(partition)
+            .filter(|e| e.kind == ValueKind::Tombstone && e.lsn <= lsn_max)
+            .filter(|e| eligible(e.key, e.lsn))
+            .take(max)
+            .map(|e| e.key.to_vec())
+            .collect();
+        let mut purged = 0;
+        for key in keys {
+            if self.purge(partition, &key)? {
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// The LSN of the latest write (0 before any): anti-entropy's `MerkleView::write_mark`
+    /// for this store.
+    pub fn last_lsn(&self) -> Lsn {
+        self.next_lsn.saturating_sub(1)
+    }
+
     /// Every key of `partition` with its value, in no particular order. Damaged records are
     /// skipped (and counted in [`StoreStats::corrupt_records_skipped`]).
     pub fn iter_partition(&self, partition: u32) -> impl Iterator<Item = Entry<'_>> + '_ {

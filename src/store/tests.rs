@@ -622,3 +622,55 @@ proptest! {
         run_model(ops);
     }
 }
+
+#[test]
+fn purge_tombstones_takes_only_old_enough_eligible_tombstones_and_keeps_trees_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path(), small(Durability::Never));
+    s.put(4, b"live", ValueKind::Value, b"v").unwrap();
+    s.put(4, b"old-a", ValueKind::Tombstone, b"ta").unwrap();
+    s.put(4, b"old-b", ValueKind::Tombstone, b"tb").unwrap();
+    s.put(4, b"skip", ValueKind::Tombstone, b"ts").unwrap();
+    s.put(5, b"other", ValueKind::Tombstone, b"to").unwrap();
+    let mark = s.last_lsn();
+    assert_eq!(mark, s.get(5, b"other").unwrap().unwrap().lsn);
+    s.put(4, b"new", ValueKind::Tombstone, b"tn").unwrap();
+    // The tree of the partition as it should be after the purge: the same states
+    // written to a fresh store.
+    let expected = {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut e, _) = open(dir.path(), small(Durability::Never));
+        e.put(4, b"live", ValueKind::Value, b"v").unwrap();
+        e.put(4, b"skip", ValueKind::Tombstone, b"ts").unwrap();
+        e.put(4, b"new", ValueKind::Tombstone, b"tn").unwrap();
+        e.merkle_root(4)
+    };
+    let purged = s
+        .purge_tombstones(4, mark, 10, |key, lsn| key != b"skip" && lsn <= mark)
+        .unwrap();
+    assert_eq!(
+        purged, 2,
+        "old-a and old-b; not the value, the skipped or the newer one"
+    );
+    for gone in [&b"old-a"[..], b"old-b"] {
+        assert_eq!(value_of(&s, 4, gone), None);
+    }
+    for kept in [&b"live"[..], b"skip", b"new"] {
+        assert!(value_of(&s, 4, kept).is_some());
+    }
+    assert!(
+        value_of(&s, 5, b"other").is_some(),
+        "other partitions untouched"
+    );
+    assert_eq!(s.merkle_root(4), expected);
+    // `max` bounds one call.
+    assert_eq!(s.purge_tombstones(4, u64::MAX, 1, |_, _| true).unwrap(), 1);
+    assert_eq!(s.purge_tombstones(4, u64::MAX, 10, |_, _| true).unwrap(), 1);
+    assert_eq!(s.purge_tombstones(4, u64::MAX, 10, |_, _| true).unwrap(), 0);
+    // Purges survive a reopen by scan.
+    drop(s);
+    std::fs::remove_file(dir.path().join("index.ckpt")).ok();
+    let (s, _) = open(dir.path(), small(Durability::Never));
+    let keys: Vec<&[u8]> = s.iter_partition(4).map(|e| e.key).collect();
+    assert_eq!(keys, vec![&b"live"[..]]);
+}
