@@ -264,6 +264,8 @@ pub struct StoreStats {
     pub partitions: u64,
     /// Hints.
     pub hints: u64,
+    /// Keys whose current state is a tombstone (counted at open, kept by every write).
+    pub tombstones: u64,
     /// Bytes of records the index points at (values, tombstones, hints), padding included.
     pub live_bytes: u64,
     /// Written bytes that are not live: overwritten or deleted records, markers, damage.
@@ -367,6 +369,9 @@ pub struct Store {
     compaction: Option<compact::Job>,
     bytes_since_checkpoint: u64,
     corrupt_seen: Cell<u64>,
+    /// Keys whose current record is a tombstone: counted by the tree rebuild at open,
+    /// kept by put, purge and partition drop (compaction copies records unchanged).
+    tombstones: u64,
 }
 
 /// Open segments by id, with their accounting.
@@ -481,6 +486,9 @@ impl Store {
         };
         let (lsn, loc, len) = self.append(record_kind, partition, 0, key, value)?;
         let old = self.index_insert(partition, key, loc, len);
+        let was_tombstone = old.is_some_and(|old| self.is_tombstone_at(old));
+        self.tombstones = (self.tombstones + u64::from(kind == ValueKind::Tombstone))
+            .saturating_sub(u64::from(was_tombstone));
         self.tree_write(partition, key, old, Some(value));
         self.after_write(lsn)
     }
@@ -491,6 +499,11 @@ impl Store {
         self.add_markers(loc, len);
         self.trees.remove(&partition);
         if let Some(index) = self.partitions.remove(&partition) {
+            let dropped = index
+                .entries()
+                .filter(|&(_, old)| self.is_tombstone_at(old))
+                .count() as u64;
+            self.tombstones = self.tombstones.saturating_sub(dropped);
             for (_, old) in index.entries() {
                 self.release(old);
             }
@@ -515,6 +528,7 @@ impl Store {
             .get_mut(&partition)
             .and_then(|p| p.remove(hash, key, |l| key_at(segments, l)));
         if let Some(old) = old {
+            self.tombstones = self.tombstones.saturating_sub(1);
             self.tree_write(partition, key, Some(old), None);
             self.release(old);
         }
@@ -686,6 +700,7 @@ impl Store {
             keys: self.partitions.values().map(|p| p.len() as u64).sum(),
             partitions: self.partitions.values().filter(|p| !p.is_empty()).count() as u64,
             hints: self.hints.len() as u64,
+            tombstones: self.tombstones,
             segments: self.segments.len() as u64,
             corrupt_records_skipped: self.corrupt_seen.get(),
             index_bytes: self.index_bytes() as u64,
@@ -918,6 +933,16 @@ impl Store {
         if let Some(info) = self.segments.get_mut(&loc.segment) {
             info.markers += len;
         }
+    }
+
+    /// Whether the record at `loc` is a tombstone, from its header's kind byte without a
+    /// CRC check (the record entered the index checked; the count is a figure, not data).
+    fn is_tombstone_at(&self, loc: Loc) -> bool {
+        let Some(info) = self.segments.get(&loc.segment) else {
+            return false;
+        };
+        let kind_at = loc.offset as usize + 32;
+        info.seg.bytes().get(kind_at).copied() == Some(RecordKind::Tombstone as u8)
     }
 
     /// The record at `old` is no longer live: take its bytes off its segment's live count.

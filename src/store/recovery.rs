@@ -141,6 +141,7 @@ pub(super) fn open(dir: &Path, config: StoreConfig) -> Result<(Store, RecoveryRe
         compaction: None,
         bytes_since_checkpoint: 0,
         corrupt_seen: std::cell::Cell::new(0),
+        tombstones: 0,
     };
 
     let mut pending = Pending::default();

@@ -674,3 +674,52 @@ fn purge_tombstones_takes_only_old_enough_eligible_tombstones_and_keeps_trees_ri
     let keys: Vec<&[u8]> = s.iter_partition(4).map(|e| e.key).collect();
     assert_eq!(keys, vec![&b"live"[..]]);
 }
+
+#[test]
+fn the_tombstone_count_follows_writes_purges_drops_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path(), small(Durability::Never));
+    let count = |s: &Store| s.stats().tombstones;
+    for i in 0..30u32 {
+        s.put(i % 3, &i.to_le_bytes(), ValueKind::Value, &[1u8; 40])
+            .unwrap();
+    }
+    assert_eq!(count(&s), 0);
+    for i in 0..12u32 {
+        s.put(i % 3, &i.to_le_bytes(), ValueKind::Tombstone, b"t")
+            .unwrap();
+    }
+    assert_eq!(count(&s), 12);
+    // A tombstone over a tombstone is still one; a value over a tombstone is none.
+    s.put(0, &0u32.to_le_bytes(), ValueKind::Tombstone, b"t2")
+        .unwrap();
+    s.put(1, &1u32.to_le_bytes(), ValueKind::Value, b"back")
+        .unwrap();
+    assert_eq!(count(&s), 11);
+    assert!(s.purge(0, &3u32.to_le_bytes()).unwrap());
+    assert!(!s.purge(0, &15u32.to_le_bytes()).unwrap(), "a value");
+    assert_eq!(count(&s), 10);
+    let in_two = s
+        .iter_partition(2)
+        .filter(|e| e.kind == ValueKind::Tombstone)
+        .count() as u64;
+    s.drop_partition(2).unwrap();
+    assert_eq!(count(&s), 10 - in_two);
+    let purged = s
+        .purge_tombstones(0, s.last_lsn(), usize::MAX, |_, _| true)
+        .unwrap() as u64;
+    let held = 10 - in_two - purged;
+    assert_eq!(count(&s), held);
+    drain(&mut s);
+    assert_eq!(count(&s), held, "compaction copies records unchanged");
+    drop(s);
+    std::fs::remove_file(dir.path().join("index.ckpt")).ok();
+    let (s, _) = open(dir.path(), small(Durability::Never));
+    assert_eq!(count(&s), held, "counted again at open");
+    let actual = [0u32, 1]
+        .iter()
+        .flat_map(|&p| s.iter_partition(p).map(|e| e.kind).collect::<Vec<_>>())
+        .filter(|&k| k == ValueKind::Tombstone)
+        .count() as u64;
+    assert_eq!(actual, held);
+}
