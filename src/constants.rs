@@ -471,6 +471,24 @@ pub const EXCHANGE_INTERVAL_MS_DEFAULT: u64 = 100;
 /// and as many store writes, a fraction of one core's foreground capacity.
 pub const EXCHANGE_KEYS_PER_SEC_DEFAULT: u64 = 20_000;
 
+/// How often a shard asks its anti-entropy for tombstone purge grants, in milliseconds
+/// (`AntiEntropy::take_purge_grants` walks the ring's partitions: a few hundred
+/// microseconds for 1024). Grants change at most once per exchange round of a partition,
+/// which takes seconds, so a quarter second loses nothing.
+pub const TOMBSTONE_PURGE_CHECK_MS: u64 = 250;
+
+/// Least time between the two comparisons with each peer that confirm a tombstone there,
+/// in milliseconds (`purge.rs`): well above the group-commit interval and a message's
+/// delay, so a copy that was not yet durable at the first comparison is at the second.
+pub const TOMBSTONE_PURGE_SETTLE_MS: u64 = 1_000;
+
+/// Most tombstones one shard purges per cluster tick; the rest wait for the next ticks.
+pub const TOMBSTONE_PURGE_BATCH: usize = 512;
+
+/// Most purge grants one shard carries out per cluster tick: each walks its partition's
+/// entries to find the tombstones it allows.
+pub const TOMBSTONE_PURGE_GRANTS_PER_TICK: usize = 4;
+
 /// How long an exchange request waits for its reply, in milliseconds; past it the exchange
 /// is dropped (the next round starts over from the root) and the peer counts one failure
 /// in the failure detector. Longer than a keys reply of `EXCHANGE_REPLY_BYTES_MAX` takes on

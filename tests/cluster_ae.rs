@@ -140,6 +140,170 @@ fn a_wiped_node_is_refilled_by_anti_entropy_alone() {
     );
 }
 
+/// Keys written before node 3 stops, in the purge test; every other one is then deleted.
+const PURGE_KEYS: usize = 600;
+
+/// How long node 3 stays down while nodes 1 and 2 hold the tombstones, and must not purge.
+const DOWN_WATCH: Duration = Duration::from_secs(6);
+
+/// Time every node has to purge tombstones once node 3 is back: each of the 1024
+/// partitions must be compared twice with each peer (one exchange start per interval),
+/// about a minute and a half on an idle machine.
+const PURGE_TIMEOUT: Duration = Duration::from_secs(420);
+
+/// How long the test then watches for every node to hold no tombstone (reported only).
+const SETTLE_WATCH: Duration = Duration::from_secs(60);
+
+/// Tombstones are purged only once anti-entropy has confirmed them at every replica:
+/// three nodes (N=3) hold a few hundred keys (W=3); node 3 is killed and half the keys
+/// are deleted (W=2), so nodes 1 and 2 hold tombstones that node 3 lacks (it still holds
+/// the values). While node 3 is down no tombstone may go. Once it is back, anti-entropy
+/// (and hinted handoff) bring it the tombstones, every node confirms them with both peers
+/// and purges them, and no deleted key comes back: each reads absent through every node
+/// with R=3, and each kept key still reads its value. (That all three end with no
+/// tombstone is printed, not asserted: see the wait below.)
+#[test]
+fn tombstones_are_purged_only_once_every_replica_holds_them() {
+    let mut cluster = Cluster::start(3, &["--ae-interval-ms", AE_INTERVAL_MS]);
+    let keys: Vec<Vec<u8>> = (0..PURGE_KEYS)
+        .map(|k| format!("purge:{k:04}").into_bytes())
+        .collect();
+    let value = |k: usize| format!("kept value {k}").into_bytes();
+    let values: Vec<Vec<u8>> = (0..PURGE_KEYS).map(value).collect();
+    let deleted = |k: usize| k % 2 == 0;
+
+    let mut writer = cluster.client_via(0);
+    let mut contexts: Vec<Vec<u8>> = Vec::with_capacity(PURGE_KEYS);
+    for (keys, values) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
+        let ops: Vec<Op<'_>> = keys
+            .iter()
+            .zip(values)
+            .map(|(key, value)| Op::Put {
+                key,
+                value,
+                context: &[],
+            })
+            .collect();
+        for result in writer.batch_with(&ops, quorum(3, 3)) {
+            match result {
+                Ok(OpReply::Written { context }) => contexts.push(context),
+                other => panic!("W=3 write {} failed: {other:?}", contexts.len()),
+            }
+        }
+    }
+    assert_eq!(node_keys(&cluster, 2), Ok(PURGE_KEYS as u64), "node 3");
+
+    cluster.kill(2);
+    let doomed: Vec<usize> = (0..PURGE_KEYS).filter(|&k| deleted(k)).collect();
+    for &k in &doomed {
+        let mut attempt = 0;
+        loop {
+            match writer.delete_with(&keys[k], &contexts[k], quorum(3, 2)) {
+                Ok(_) => break,
+                Err(e) if attempt < 20 => {
+                    attempt += 1;
+                    eprintln!("delete of key {k} failed ({e}), retrying");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => panic!("W=2 delete of key {k} failed: {e}"),
+            }
+        }
+    }
+    let tombstones = doomed.len() as u64;
+
+    // Node 3 is down: its comparisons fail, so nothing may be purged however long it waits.
+    let watch = Instant::now();
+    while watch.elapsed() < DOWN_WATCH {
+        for i in 0..2 {
+            let held = node_stat(&cluster, i, "tombstones").unwrap();
+            let purged = node_stat(&cluster, i, "ae_tombstones_purged").unwrap();
+            assert_eq!(
+                (held, purged),
+                (tombstones, 0),
+                "node {} (tombstones held, purged) while node 3 is down",
+                i + 1
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    let restarted = Instant::now();
+    cluster.restart(2);
+    let mut last = Vec::new();
+    let figures = |cluster: &Cluster| -> Result<Vec<(u64, u64)>, String> {
+        (0..3)
+            .map(|i| {
+                Ok((
+                    node_stat(cluster, i, "tombstones")?,
+                    node_stat(cluster, i, "ae_tombstones_purged")?,
+                ))
+            })
+            .collect()
+    };
+    // Every node purges once node 3 is back and confirmed. Whether all three end with
+    // none is printed, not asserted: a node that purged before a peer did gets the
+    // tombstone back from that peer's next exchange (the rule's documented window), and
+    // today nothing makes the three purges line up.
+    let purging = wait_for(PURGE_TIMEOUT, || {
+        let now = figures(&cluster)?;
+        if now != last {
+            eprintln!(
+                "{:>8.1?}: (tombstones, purged) per node {now:?}",
+                restarted.elapsed()
+            );
+            last = now.clone();
+        }
+        match now.iter().all(|&(_, purged)| purged > 0) {
+            true => Ok(restarted.elapsed()),
+            false => Err(format!("(tombstones, purged) per node {now:?}")),
+        }
+    });
+    let purge_time =
+        purging.unwrap_or_else(|e| panic!("not every node purged within {PURGE_TIMEOUT:?}: {e}"));
+    eprintln!("every node purged tombstones {purge_time:?} after node 3's restart");
+    let all_gone = wait_for(SETTLE_WATCH, || match figures(&cluster)? {
+        now if now.iter().all(|&(held, _)| held == 0) => Ok(restarted.elapsed()),
+        now => Err(format!("(tombstones, purged) per node {now:?}")),
+    });
+    eprintln!("all tombstones gone from every node: {all_gone:?}");
+
+    let mut wrong = Vec::new();
+    for i in 0..3 {
+        let mut reader = cluster.client_via(i);
+        for (k, key) in keys.iter().enumerate() {
+            let expected: Vec<Vec<u8>> = match deleted(k) {
+                true => Vec::new(),
+                false => vec![value(k)],
+            };
+            match reader.get_with(key, quorum(3, 3)) {
+                Ok(read) if read.siblings == expected => {}
+                Ok(read) => wrong.push(format!(
+                    "key {k} via node {} reads {:?}",
+                    i + 1,
+                    read.siblings
+                )),
+                Err(e) => wrong.push(format!("key {k} via node {}: {e}", i + 1)),
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} reads wrong after the purge, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    // Each node holds every kept key, and at most a tombstone per deleted key.
+    let kept = (PURGE_KEYS - doomed.len()) as u64;
+    for i in 0..3 {
+        let held = node_keys(&cluster, i).unwrap();
+        assert!(
+            (kept..=kept + tombstones).contains(&held),
+            "node {} holds {held} keys",
+            i + 1
+        );
+    }
+}
+
 /// The keys held by node `i`'s own stores (the sum over its shards).
 fn node_keys(cluster: &Cluster, i: usize) -> Result<u64, String> {
     node_stat(cluster, i, "keys")

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::purge::{Comparison, PeerComparisons, PurgeGrant};
 use super::rate::RateLimiter;
 use super::shape::{leaf_of, level_width, FANOUT, LEAVES, LEVELS};
 use super::view::MerkleView;
@@ -38,6 +39,11 @@ pub struct AntiEntropy {
     next_exchange: u64,
     next_request_id: u32,
     stats: ExchangeStats,
+    /// The last two finished comparisons with each peer of each partition, by (partition,
+    /// peer node, peer shard): the evidence for tombstone purges (`purge.rs`).
+    comparisons: BTreeMap<(u32, u64, u16), PeerComparisons>,
+    /// The grant last handed out per partition, so an unchanged one is not handed again.
+    granted: BTreeMap<u32, PurgeGrant>,
 }
 
 /// An exchange in flight with one peer about one partition.
@@ -52,6 +58,14 @@ struct Exchange {
     /// Whether a keys request is in flight (one at a time, so the key budget is checked
     /// before each).
     keys_in_flight: bool,
+    /// When it started.
+    started_at: u64,
+    /// The store's last log position when the roots were compared.
+    mark: Option<u64>,
+    /// The partition's replica set when it started.
+    replicas: Vec<(u64, u16)>,
+    /// Leaves found different so far.
+    differing: Vec<u32>,
 }
 
 /// A request awaiting its reply.
@@ -92,6 +106,8 @@ impl AntiEntropy {
             next_exchange: 1,
             next_request_id: 1,
             stats: ExchangeStats::default(),
+            comparisons: BTreeMap::new(),
+            granted: BTreeMap::new(),
         }
     }
 
@@ -115,6 +131,64 @@ impl AntiEntropy {
     /// by a step. Returns the new share out of [`super::SHARE_FULL`].
     pub fn set_pressure(&mut self, latency_us: u64) -> u32 {
         self.rate.set_pressure(latency_us)
+    }
+
+    /// The tombstones anti-entropy has confirmed at every other replica, per partition
+    /// this shard replicates in `ring`: the rule is in the module docs of `purge.rs`
+    /// ([`PurgeGrant`]). Returns only grants that changed since the last call, so the
+    /// runtime can call it on a slow timer (every few exchange intervals) and hand each
+    /// grant to its store's `purge_tombstones`. `ring_stable` must be false while a
+    /// membership change is pending (then nothing is granted); `settle_ms` is the least
+    /// time between the two comparisons each peer needs (more than the group-commit
+    /// interval plus a message's delay).
+    pub fn take_purge_grants(
+        &mut self,
+        ring: &Ring,
+        ring_stable: bool,
+        settle_ms: u64,
+    ) -> Vec<PurgeGrant> {
+        let mut grants = Vec::new();
+        if !ring_stable {
+            self.granted.clear();
+            return grants;
+        }
+        for partition in 0..ring.q() {
+            let Some(grant) = self.purge_grant(ring, partition, settle_ms) else {
+                self.granted.remove(&partition);
+                continue;
+            };
+            if self.granted.get(&partition) != Some(&grant) {
+                self.granted.insert(partition, grant.clone());
+                grants.push(grant);
+            }
+        }
+        grants
+    }
+
+    /// What the comparisons with every other replica of `partition` grant together now
+    /// (the ring must be stable: see [`AntiEntropy::take_purge_grants`]).
+    pub fn purge_grant(&self, ring: &Ring, partition: u32, settle_ms: u64) -> Option<PurgeGrant> {
+        let list = ring.preference_list(PartitionId(partition), usize::from(self.config.n));
+        if !list.contains(&self.local) {
+            return None;
+        }
+        let replicas: Vec<(u64, u16)> = list.iter().map(|r| (r.node.0, r.shard.0)).collect();
+        let mut lsn_max = u64::MAX;
+        let mut excluded = BTreeSet::new();
+        let mut peers = 0;
+        for peer in list.iter().filter(|r| r.node != self.local.node) {
+            let key = (partition, peer.node.0, peer.shard.0);
+            let (mark, leaves) = self.comparisons.get(&key)?.grant(&replicas, settle_ms)?;
+            lsn_max = lsn_max.min(mark);
+            excluded.extend(leaves);
+            peers += 1;
+        }
+        // A partition without another replica has nobody to confirm anything.
+        (peers > 0).then(|| PurgeGrant {
+            partition,
+            lsn_max,
+            leaves_excluded: excluded.into_iter().collect(),
+        })
     }
 
     /// Time passed: deadlines, exchanges with peers gone down, leaves waiting for key
@@ -305,6 +379,10 @@ impl AntiEntropy {
                     requests: BTreeSet::new(),
                     leaves: Vec::new(),
                     keys_in_flight: false,
+                    started_at: now,
+                    mark: None,
+                    replicas: replicas.iter().map(|r| (r.node.0, r.shard.0)).collect(),
+                    differing: Vec::new(),
                 },
             );
             self.ask(
@@ -358,8 +436,14 @@ impl AntiEntropy {
         if level == 0 && differing.is_empty() {
             self.stats.equal_roots += 1;
         }
+        if level == 0 {
+            if let Some(exchange) = self.exchanges.get_mut(&id) {
+                exchange.mark = Some(store.write_mark());
+            }
+        }
         if level + 1 >= LEVELS {
             if let Some(exchange) = self.exchanges.get_mut(&id) {
+                exchange.differing.extend_from_slice(&differing);
                 exchange.leaves.extend(differing);
             }
         } else {
@@ -490,9 +574,33 @@ impl AntiEntropy {
             return;
         }
         if exchange.requests.is_empty() && exchange.leaves.is_empty() {
-            self.exchanges.remove(&id);
+            if let Some(exchange) = self.exchanges.remove(&id) {
+                self.record_comparison(exchange);
+            }
             self.stats.completed += 1;
         }
+    }
+
+    /// Keeps what a finished exchange showed, for tombstone purges.
+    fn record_comparison(&mut self, exchange: Exchange) {
+        let Some(mark) = exchange.mark else { return };
+        let mut differing = exchange.differing;
+        differing.sort_unstable();
+        differing.dedup();
+        let peer = (
+            exchange.partition,
+            exchange.peer.node.0,
+            exchange.peer.shard.0,
+        );
+        self.comparisons
+            .entry(peer)
+            .or_default()
+            .record(Comparison {
+                at: exchange.started_at,
+                mark,
+                replicas: exchange.replicas,
+                differing,
+            });
     }
 
     fn ask(&mut self, now: u64, id: u64, asked: Asked, out: &mut Vec<ExchangeAction>) {
@@ -566,6 +674,14 @@ impl AntiEntropy {
             for request in exchange.requests {
                 self.pending.remove(&request);
             }
+            // Whatever was known of this peer's copy may be stale now (it may have lost
+            // data and come back): purges need two fresh comparisons.
+            let peer = (
+                exchange.partition,
+                exchange.peer.node.0,
+                exchange.peer.shard.0,
+            );
+            self.comparisons.remove(&peer);
             self.stats.dropped += 1;
         }
     }

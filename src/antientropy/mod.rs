@@ -21,7 +21,8 @@
 //!   ── Keys{p, differing leaves} ────────────────────▶  whole leaves, up to a byte bound
 //!   ◀─ KeysReply{p, leaves, entries} ────────────────── (MERKLE_KEYS / _REPLY)
 //!   merge each entry into A's store (CausalState::merge);
-//!   ── Push{p, entries B lacks} ─────────────────────▶  B merges them
+//!   ── Push{p, entries B lacks} ─────────────────────▶  B merges them (MERKLE_PUSH)
+//!   ◀─ ack{p, repaired} ──────────────────────────────  (MERKLE_PUSH_ACK, awaited by nobody)
 //! ```
 //!
 //! One exchange repairs both sides: A merges B's entries of the differing leaves, and
@@ -53,6 +54,7 @@
 //! [`ReplicaStore`]: crate::coordinator::ReplicaStore
 
 mod exchange;
+mod purge;
 mod rate;
 pub mod shape;
 #[cfg(test)]
@@ -60,6 +62,7 @@ mod tests;
 mod view;
 
 pub use exchange::AntiEntropy;
+pub use purge::PurgeGrant;
 pub use rate::{RateLimiter, SHARE_FULL};
 pub use view::{MerkleView, SparseTree};
 
@@ -166,11 +169,14 @@ pub enum ExchangeMessage {
         entries: Vec<Entry>,
     },
     /// The requester's merged states of keys the responder's reply showed stale or
-    /// missing; merged by the receiver, not answered (a lost push is repaired by a later
-    /// exchange). On today's wire this is one REPLICA_WRITE per entry (9.1, whose reply
-    /// the runtime drops); the proposed MERKLE_PUSH (`0x2a`) carries the same body as
-    /// MERKLE_KEYS_REPLY without `buckets`, sent with request id 0 and never answered,
-    /// like an unasked GOSSIP_STATE.
+    /// missing, for the receiver to merge. On the wire it is MERKLE_PUSH (`0x2a`,
+    /// wire-spec 9.11: `partition` and a list of entries, the body of MERKLE_KEYS_REPLY
+    /// without `buckets`), sent with a request id of anti-entropy's class like the
+    /// exchange's requests, and answered by MERKLE_PUSH_ACK (`0xaa`: the partition and how
+    /// many entries changed the receiver's store) or `ERROR NOT_OWNER` from a receiver
+    /// that does not replicate the partition. The push is advisory: the state machine
+    /// awaits no answer (the runtime only counts acks), and a lost push or ack is
+    /// repaired by a later exchange, never resent.
     Push {
         /// The partition.
         partition: u32,
@@ -233,7 +239,9 @@ pub enum ExchangeAction {
     Send {
         /// The destination.
         to: Replica,
-        /// Request id: fresh for requests, echoed for replies, 0 for pushes.
+        /// Request id: fresh for requests, echoed for replies, 0 for pushes (the machine
+        /// awaits no answer; the runtime gives each MERKLE_PUSH a wire id of its own, which
+        /// its MERKLE_PUSH_ACK echoes).
         request_id: u32,
         /// The message.
         message: ExchangeMessage,

@@ -583,3 +583,120 @@ fn leaves_a_reply_could_not_hold_are_asked_for_again() {
     assert_eq!((stats.started, stats.completed), (1, 1));
     assert!(keys_requests > 5, "{keys_requests} keys requests");
 }
+
+fn delete(store: &mut MemStore, key: &[u8], actor: u64) {
+    let mut state = store.get_state(P, key).expect("get").unwrap_or_default();
+    let context = state.context();
+    state
+        .update(&context, Value::Tombstone, Actor(actor))
+        .expect("update");
+    store.put_state(P, key, &state).expect("put");
+}
+
+/// Ticks node A every 100 ms from `from` until the exchange about partition `P` it
+/// starts has finished (the ring has 4 partitions, visited in turn).
+fn exchange_partition_p(pair: &mut Pair, from: u64) -> u64 {
+    let mut now = from;
+    loop {
+        let before = pair.nodes[0].ae.stats().completed;
+        pair.tick(0, now, &AllReachable);
+        let about_p = pair
+            .wire
+            .iter()
+            .any(|(_, _, _, m)| matches!(m, ExchangeMessage::Range { partition: P, .. }));
+        pair.run(now);
+        if about_p {
+            assert_eq!(pair.nodes[0].ae.stats().completed, before + 1);
+            return now;
+        }
+        now += 100;
+    }
+}
+
+#[test]
+fn tombstones_are_granted_for_purge_only_after_two_settled_comparisons_found_them_everywhere() {
+    let (mut a, mut b) = (store(1), store(2));
+    write(&mut a, b"gone", b"v", 1);
+    delete(&mut a, b"gone", 1);
+    let tombstone = a.get_state(P, b"gone").unwrap().unwrap();
+    b.put_state(P, b"gone", &tombstone).unwrap();
+    let tombstone_lsn = a.state_lsn(P, b"gone").unwrap();
+    // A key B holds differently, in another leaf: its leaf differs at the first comparison.
+    let drift: &[u8] = b"drift-7";
+    assert_ne!(leaf_of(drift), leaf_of(b"gone"));
+    write(&mut a, drift, b"a", 1);
+    write(&mut b, drift, b"b", 2);
+    let mut pair = Pair::new(a, b);
+    let ring = pair.ring.clone();
+    let settle = 300;
+    assert!(pair.nodes[0]
+        .ae
+        .take_purge_grants(&ring, true, settle)
+        .is_empty());
+
+    let first = exchange_partition_p(&mut pair, 0);
+    assert!(
+        pair.nodes[0].ae.purge_grant(&ring, P, 0).is_none(),
+        "one comparison is not enough"
+    );
+    // Written after the first comparison: not covered by its mark.
+    delete(&mut pair.nodes[0].store, b"late", 1);
+    let late_lsn = pair.nodes[0].store.state_lsn(P, b"late").unwrap();
+
+    let second = exchange_partition_p(&mut pair, first + 100);
+    assert!(second - first >= settle);
+    let ae = &mut pair.nodes[0].ae;
+    assert!(
+        ae.take_purge_grants(&ring, false, settle).is_empty(),
+        "ring unstable"
+    );
+    assert!(
+        ae.purge_grant(&ring, P, second - first + 1).is_none(),
+        "not settled"
+    );
+    let grants = ae.take_purge_grants(&ring, true, settle);
+    let grant = grants
+        .iter()
+        .find(|g| g.partition == P)
+        .expect("partition P granted")
+        .clone();
+    assert!(grant.allows(b"gone", tombstone_lsn));
+    assert!(
+        !grant.allows(drift, 1),
+        "its leaf differed at the first comparison"
+    );
+    assert!(
+        !grant.allows(b"late", late_lsn),
+        "stored after the first comparison"
+    );
+    assert!(
+        ae.take_purge_grants(&ring, true, settle).is_empty(),
+        "an unchanged grant is handed out once"
+    );
+
+    // The store purges what the grant allows, and only that.
+    let store = &mut pair.nodes[0].store;
+    let purged = store.purge_tombstones(P, grant.lsn_max, 100, |k, lsn| grant.allows(k, lsn));
+    assert_eq!(purged, vec![b"gone".to_vec()]);
+    assert!(store.get_state(P, b"late").unwrap().is_some());
+    assert!(store.get_state(P, drift).unwrap().is_some(), "values stay");
+
+    // An exchange with the peer that is dropped (no reply by the deadline) forgets it.
+    let mut now = second + 100;
+    loop {
+        pair.tick(0, now, &AllReachable);
+        let about_p = pair
+            .wire
+            .iter()
+            .any(|(_, _, _, m)| matches!(m, ExchangeMessage::Range { partition: P, .. }));
+        if about_p {
+            break;
+        }
+        pair.run(now);
+        now += 100;
+    }
+    pair.wire.clear();
+    pair.tick(0, now + config().request_timeout_ms, &AllReachable);
+    pair.wire.clear();
+    assert!(pair.nodes[0].ae.purge_grant(&ring, P, settle).is_none());
+}

@@ -19,6 +19,13 @@ pub trait MerkleView {
     fn merkle_hashes(&self, partition: u32, level: u8, start: u32, count: u32) -> Vec<u64>;
     /// Every (key, encoded state) in the given leaf buckets.
     fn bucket_entries(&self, partition: u32, leaves: &[u32]) -> Vec<(Vec<u8>, Vec<u8>)>;
+    /// The log position of the store's latest write (a number that grows with every
+    /// write): anti-entropy notes it when it compares roots, and a tombstone purge may
+    /// only take tombstones stored at or before it (see `purge.rs`). The default, 0,
+    /// grants no purge at all: a view whose store has no log positions never purges.
+    fn write_mark(&self) -> u64 {
+        0
+    }
 }
 
 /// A partition's Merkle tree holding only its non-zero buckets: with few keys most
@@ -95,6 +102,10 @@ impl MerkleView for MemStore {
 
     fn bucket_entries(&self, partition: u32, leaves: &[u32]) -> Vec<(Vec<u8>, Vec<u8>)> {
         encoded_entries(self, partition, |key| leaves.contains(&leaf_of(key)))
+    }
+
+    fn write_mark(&self) -> u64 {
+        MemStore::write_mark(self)
     }
 }
 

@@ -142,18 +142,27 @@ pub struct MemStore {
     /// Never reset, not even by a crash: a hint id must not be reused, or a late ack for a
     /// lost hint would delete a new hint that was never delivered.
     next_hint_id: u64,
+    /// Keys whose state was written since the last [`MemStore::take_written`], when
+    /// [`MemStore::track_writes`] is on (the simulator's double writes during a move).
+    written: Option<Vec<(u32, Vec<u8>)>>,
 }
 
 #[derive(Debug, Clone, Default)]
 struct MemData {
     states: BTreeMap<(u32, Vec<u8>), CausalState>,
+    /// The sequence number of each key's current state (the store's record LSN).
+    lsns: BTreeMap<(u32, Vec<u8>), Lsn>,
     /// By (target, hint id): ids grow, so each target's hints iterate oldest first.
     hints: BTreeMap<(NodeId, u64), Hint>,
 }
 
 #[derive(Debug, Clone)]
 enum MemOp {
-    State(u32, Vec<u8>, CausalState),
+    State(u32, Vec<u8>, CausalState, Lsn),
+    /// A key removed for good (a purged tombstone).
+    Remove(u32, Vec<u8>),
+    /// Every key of a partition removed (the partition was handed off).
+    DropPartition(u32),
     PutHint(Hint),
     DeleteHint(NodeId, u64),
 }
@@ -171,6 +180,87 @@ impl MemStore {
             durable: 0,
             hints_max,
             next_hint_id: 1,
+            written: None,
+        }
+    }
+
+    /// The sequence number of the latest write (0 before any): what
+    /// [`crate::antientropy::MerkleView::write_mark`] reports.
+    pub fn write_mark(&self) -> Lsn {
+        self.lsn
+    }
+
+    /// The sequence number of the write that stored a key's current state.
+    pub fn state_lsn(&self, partition: u32, key: &[u8]) -> Option<Lsn> {
+        self.live.lsns.get(&(partition, key.to_vec())).copied()
+    }
+
+    /// Removes up to `max` tombstones of `partition` (keys whose state holds no live
+    /// value) whose current state was stored at or before `lsn_max` and that `eligible`
+    /// accepts: the store's `purge_tombstones`. Durable like a write (a crash may lose
+    /// an unsynced purge, bringing the tombstone back, which is harmless). Returns the
+    /// keys removed.
+    pub fn purge_tombstones(
+        &mut self,
+        partition: u32,
+        lsn_max: Lsn,
+        max: usize,
+        mut eligible: impl FnMut(&[u8], Lsn) -> bool,
+    ) -> Vec<Vec<u8>> {
+        let keys: Vec<Vec<u8>> = self
+            .live
+            .states
+            .range((partition, Vec::new())..)
+            .take_while(|((p, _), _)| *p == partition)
+            .filter(|(_, state)| state.is_tombstone_only())
+            .filter_map(|((p, key), _)| {
+                let lsn = self.live.lsns.get(&(*p, key.clone())).copied()?;
+                (lsn <= lsn_max && eligible(key, lsn)).then(|| key.clone())
+            })
+            .take(max)
+            .collect();
+        for key in &keys {
+            self.log(MemOp::Remove(partition, key.clone()));
+        }
+        keys
+    }
+
+    /// Removes every key of `partition` (its copy was handed off); returns how many.
+    pub fn drop_partition(&mut self, partition: u32) -> usize {
+        let count = self.partition_len(partition);
+        if count > 0 {
+            self.log(MemOp::DropPartition(partition));
+        }
+        count
+    }
+
+    /// Keys held in `partition`.
+    pub fn partition_len(&self, partition: u32) -> usize {
+        self.live
+            .states
+            .range((partition, Vec::new())..)
+            .take_while(|((p, _), _)| *p == partition)
+            .count()
+    }
+
+    /// Partitions holding at least one key, ascending.
+    pub fn partitions(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self.live.states.keys().map(|(p, _)| *p).collect();
+        out.dedup();
+        out
+    }
+
+    /// Starts (or stops) noting the keys whose state is written, for
+    /// [`MemStore::take_written`].
+    pub fn track_writes(&mut self, on: bool) {
+        self.written = on.then(Vec::new);
+    }
+
+    /// The (partition, key) of every state written since the last call, in write order.
+    pub fn take_written(&mut self) -> Vec<(u32, Vec<u8>)> {
+        match &mut self.written {
+            Some(written) => std::mem::take(written),
+            None => Vec::new(),
         }
     }
 
@@ -210,6 +300,9 @@ impl MemStore {
     fn log(&mut self, op: MemOp) -> Lsn {
         self.live.apply(op.clone());
         self.lsn += 1;
+        if let (Some(written), MemOp::State(partition, key, ..)) = (&mut self.written, &op) {
+            written.push((*partition, key.clone()));
+        }
         match self.durability {
             MemDurability::Always => {
                 self.synced.apply(op);
@@ -224,8 +317,18 @@ impl MemStore {
 impl MemData {
     fn apply(&mut self, op: MemOp) {
         match op {
-            MemOp::State(partition, key, state) => {
+            MemOp::State(partition, key, state, lsn) => {
+                self.lsns.insert((partition, key.clone()), lsn);
                 self.states.insert((partition, key), state);
+            }
+            MemOp::Remove(partition, key) => {
+                let key = (partition, key);
+                self.states.remove(&key);
+                self.lsns.remove(&key);
+            }
+            MemOp::DropPartition(partition) => {
+                self.states.retain(|(p, _), _| *p != partition);
+                self.lsns.retain(|(p, _), _| *p != partition);
             }
             MemOp::PutHint(hint) => {
                 self.hints.insert((hint.intended, hint.hint_id), hint);
@@ -252,7 +355,8 @@ impl ReplicaStore for MemStore {
         key: &[u8],
         state: &CausalState,
     ) -> Result<Lsn, StorageError> {
-        Ok(self.log(MemOp::State(partition, key.to_vec(), state.clone())))
+        let lsn = self.lsn + 1;
+        Ok(self.log(MemOp::State(partition, key.to_vec(), state.clone(), lsn)))
     }
 
     fn put_hint(

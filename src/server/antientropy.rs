@@ -22,12 +22,19 @@
 //! until its reply or its deadline, so an `ERROR` (which names no partition) still finds its
 //! exchange and the machine's ids never need to fit in 30 bits.
 //!
+//! - Tombstone purge: every `TOMBSTONE_PURGE_CHECK_MS`, while the ring is stable (no
+//!   membership change pending), the machine's purge grants (`AntiEntropy::take_purge_grants`,
+//!   the rule in `src/antientropy/purge.rs`) are queued, and each tick hands a few of them
+//!   to the store (`ExchangeHost::purge_tombstones`), which takes the tombstones out of its
+//!   index and Merkle tree. A pending change or a new ring empties the queue
+//!   (`--tombstone-purge off` turns all of it off).
+//!
 //! What this module deliberately does not do: decide anything about the exchange (the state
 //! machine does), hold a borrow of the store across an `.await` (every call is synchronous),
 //! or run in a one-node ring (there is nobody to compare with).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,11 +49,13 @@ use super::replica_store::StoreReplicas;
 use super::stats::StatEntry;
 use crate::antientropy::{
     AntiEntropy, ExchangeAction, ExchangeConfig, ExchangeMessage, ExchangeStats, MerkleView,
+    PurgeGrant,
 };
 use crate::causal::SiblingLimits;
 use crate::constants::{
     EXCHANGE_PRESSURE_WINDOW_MS, EXCHANGE_WIRE_REQUESTS_MAX, PEER_REQUEST_CLASS_ANTIENTROPY,
-    PEER_REQUEST_CLASS_SHIFT, STATS_LATENCY_US_MAX,
+    PEER_REQUEST_CLASS_SHIFT, STATS_LATENCY_US_MAX, TOMBSTONE_PURGE_BATCH,
+    TOMBSTONE_PURGE_CHECK_MS, TOMBSTONE_PURGE_GRANTS_PER_TICK, TOMBSTONE_PURGE_SETTLE_MS,
 };
 use crate::coordinator::ReplicaStore;
 use crate::ring::{NodeId, PartitionId, Replica, Ring};
@@ -67,6 +76,12 @@ pub trait ExchangeHost {
     fn send_frame(&self, to: Replica, frame: Vec<u8>) -> bool;
     /// A request to `node` went unanswered: a verdict for the failure detector.
     fn unresponsive(&self, node: NodeId);
+    /// Purges up to `max` tombstones `grant` allows from the store (keeping its Merkle
+    /// tree in step); returns how many went. The default purges nothing.
+    fn purge_tombstones(&self, grant: &PurgeGrant, max: usize) -> usize {
+        let _ = (grant, max);
+        0
+    }
 }
 
 /// One shard's anti-entropy runtime.
@@ -81,7 +96,21 @@ pub struct ShardAntiEntropy {
     requests: RefCell<WireRequests>,
     latency: RefCell<LatencyWindow>,
     coverage: RefCell<Coverage>,
+    purge: RefCell<Purges>,
     counters: Counters,
+}
+
+/// Tombstone purge grants waiting to be carried out.
+#[derive(Default)]
+struct Purges {
+    /// Whether this shard purges at all (`--tombstone-purge`).
+    on: bool,
+    /// When the machine is next asked for grants.
+    next_check_at: u64,
+    /// The ring the queued grants were given under.
+    ring: Option<Arc<Ring>>,
+    /// Grants not yet carried out (or not completely), oldest first; one per partition.
+    queue: VecDeque<PurgeGrant>,
 }
 
 /// Figures of this runtime besides the machine's own ([`ExchangeStats`]).
@@ -94,6 +123,10 @@ struct Counters {
     replies_unknown: Cell<u64>,
     /// Requests served for peers.
     requests_served: Cell<u64>,
+    /// Purge grants received from the machine.
+    purge_grants: Cell<u64>,
+    /// Tombstones purged under them.
+    tombstones_purged: Cell<u64>,
 }
 
 impl ShardAntiEntropy {
@@ -105,7 +138,9 @@ impl ShardAntiEntropy {
             keys_per_sec: config.ae_keys_per_sec,
             ..ExchangeConfig::default()
         };
-        ShardAntiEntropy::with_config(local, exchange, config.anti_entropy)
+        let shard = ShardAntiEntropy::with_config(local, exchange, config.anti_entropy);
+        shard.purge.borrow_mut().on = config.tombstone_purge;
+        shard
     }
 
     /// The anti-entropy of shard `local` with explicit exchange settings.
@@ -119,6 +154,10 @@ impl ShardAntiEntropy {
             requests: RefCell::new(WireRequests::default()),
             latency: RefCell::new(LatencyWindow::new()),
             coverage: RefCell::new(Coverage::default()),
+            purge: RefCell::new(Purges {
+                on: true,
+                ..Purges::default()
+            }),
             counters: Counters::default(),
         }
     }
@@ -163,6 +202,65 @@ impl ShardAntiEntropy {
             .borrow_mut()
             .tick(now, &view.ring, &*view, &mut out);
         self.carry_out(host, now, out);
+        self.purge_step(host, now, &view);
+    }
+
+    /// Asks the machine for purge grants when it is time (nothing while a membership
+    /// change is pending, and a new ring voids the queue), then carries out a bounded
+    /// share of the queued ones.
+    fn purge_step<H: ExchangeHost>(&self, host: &H, now: u64, view: &SharedView) {
+        let mut purge = self.purge.borrow_mut();
+        if !purge.on {
+            return;
+        }
+        let stable = view.pending.is_none();
+        let same_ring = purge
+            .ring
+            .as_ref()
+            .is_some_and(|ring| Arc::ptr_eq(ring, &view.ring));
+        if !stable || !same_ring {
+            purge.queue.clear();
+            purge.ring = Some(view.ring.clone());
+        }
+        if !stable {
+            // Forget what was granted, so the next stable ring grants afresh.
+            let _ = self.machine.borrow_mut().take_purge_grants(
+                &view.ring,
+                false,
+                TOMBSTONE_PURGE_SETTLE_MS,
+            );
+            return;
+        }
+        if now >= purge.next_check_at {
+            purge.next_check_at = now.saturating_add(TOMBSTONE_PURGE_CHECK_MS);
+            let grants = self.machine.borrow_mut().take_purge_grants(
+                &view.ring,
+                true,
+                TOMBSTONE_PURGE_SETTLE_MS,
+            );
+            for grant in grants {
+                bump(&self.counters.purge_grants);
+                purge.queue.retain(|g| g.partition != grant.partition);
+                purge.queue.push_back(grant);
+            }
+        }
+        let mut budget = TOMBSTONE_PURGE_BATCH;
+        for _ in 0..TOMBSTONE_PURGE_GRANTS_PER_TICK {
+            let Some(grant) = purge.queue.pop_front() else {
+                break;
+            };
+            let purged = host.purge_tombstones(&grant, budget).min(budget);
+            let total = self.counters.tombstones_purged.get();
+            self.counters
+                .tombstones_purged
+                .set(total.saturating_add(purged as u64));
+            budget -= purged;
+            if budget == 0 {
+                // The partition may hold more: its grant goes first next tick.
+                purge.queue.push_front(grant);
+                break;
+            }
+        }
     }
 
     /// A MERKLE_RANGE, MERKLE_KEYS or MERKLE_PUSH from a peer's incoming connection
@@ -310,6 +408,11 @@ impl ShardAntiEntropy {
         push("ae_partitions", replicated);
         push("ae_partitions_in_sync", in_sync);
         push("ae_rate_share", u64::from(share));
+        push("ae_purge_grants", self.counters.purge_grants.get());
+        push(
+            "ae_tombstones_purged",
+            self.counters.tombstones_purged.get(),
+        );
     }
 
     /// Carries out the machine's actions: requests and pushes to peers go out on the links
@@ -552,6 +655,10 @@ impl ExchangeHost for Rc<Cluster> {
 
     fn unresponsive(&self, node: NodeId) {
         Cluster::report_unresponsive(self, node)
+    }
+
+    fn purge_tombstones(&self, grant: &PurgeGrant, max: usize) -> usize {
+        Cluster::with_store(self, |store| store.purge_tombstones(grant, max))
     }
 }
 

@@ -72,6 +72,9 @@ pub struct Config {
     pub ae_interval_ms: u64,
     /// Entries one shard's anti-entropy moves per second at full rate.
     pub ae_keys_per_sec: u64,
+    /// Whether anti-entropy purges the tombstones it confirmed at every other replica
+    /// (flag `--tombstone-purge on|off`; the rule is in `src/antientropy/purge.rs`).
+    pub tombstone_purge: bool,
 }
 
 /// Which cores run a shard.
@@ -207,6 +210,10 @@ pub struct Args {
     /// Entries anti-entropy moves per second per shard at full rate [default: 20000].
     #[arg(long, value_name = "N")]
     pub ae_keys_per_sec: Option<u64>,
+    /// Purge tombstones anti-entropy confirmed at every other replica: on or off
+    /// [default: on].
+    #[arg(long, value_name = "on|off", value_parser = parse_switch)]
+    pub tombstone_purge: Option<bool>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -237,6 +244,7 @@ impl Default for Config {
             anti_entropy: true,
             ae_interval_ms: constants::EXCHANGE_INTERVAL_MS_DEFAULT,
             ae_keys_per_sec: constants::EXCHANGE_KEYS_PER_SEC_DEFAULT,
+            tombstone_purge: true,
         }
     }
 }
@@ -325,6 +333,9 @@ impl Config {
         }
         if let Some(keys) = args.ae_keys_per_sec {
             self.ae_keys_per_sec = keys;
+        }
+        if let Some(on) = args.tombstone_purge {
+            self.tombstone_purge = on;
         }
     }
 
@@ -908,6 +919,7 @@ mod tests {
     fn anti_entropy_flags_and_keys() {
         let config = Config::from_args(&args(&[])).unwrap();
         assert!(config.anti_entropy);
+        assert!(config.tombstone_purge);
         assert_eq!(
             (config.ae_interval_ms, config.ae_keys_per_sec),
             (
@@ -922,9 +934,12 @@ mod tests {
             "20",
             "--ae-keys-per-sec",
             "500",
+            "--tombstone-purge",
+            "off",
         ]))
         .unwrap();
         assert!(!config.anti_entropy);
+        assert!(!config.tombstone_purge);
         assert_eq!((config.ae_interval_ms, config.ae_keys_per_sec), (20, 500));
         let text = config.to_toml();
         assert_eq!(parse(&text).expect(&text), config, "{text}");
@@ -932,6 +947,7 @@ mod tests {
         assert!(!file.anti_entropy);
         assert_eq!(file.ae_interval_ms, 50);
         assert!(Args::try_parse_from(["rotord", "--anti-entropy", "maybe"]).is_err());
+        assert!(Args::try_parse_from(["rotord", "--tombstone-purge", "maybe"]).is_err());
         let refused = |flags: &[&str]| {
             Config::from_args(&args(flags))
                 .expect_err("refused")

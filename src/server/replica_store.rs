@@ -14,7 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use crate::antientropy::MerkleView;
+use crate::antientropy::{MerkleView, PurgeGrant};
 use crate::causal::{Actor, CausalState};
 use crate::coordinator::{Hint, Lsn, ReplicaStore, StorageError};
 use crate::ring::NodeId;
@@ -44,6 +44,22 @@ impl StoreReplicas {
     /// Whether a write through this adapter waits for a sync (group commit).
     pub fn needs_sync(&self) -> bool {
         self.durability == Durability::Group && self.written.get() > self.store_durable()
+    }
+
+    /// Purges up to `max` tombstones of the grant's partition that it allows
+    /// ([`Store::purge_tombstones`]: the store keeps its Merkle tree in step). Returns how
+    /// many went; 0 if the store is closed or the purge failed (a failed purge leaves
+    /// tombstones, which is harmless: a later grant takes them).
+    pub fn purge_tombstones(&self, grant: &PurgeGrant, max: usize) -> usize {
+        let mut store = self.store.borrow_mut();
+        let Some(store) = store.as_mut() else {
+            return 0;
+        };
+        store
+            .purge_tombstones(grant.partition, grant.lsn_max, max, |key, lsn| {
+                grant.allows(key, lsn)
+            })
+            .unwrap_or(0)
     }
 
     fn store_durable(&self) -> Lsn {
@@ -193,6 +209,12 @@ impl MerkleView for StoreReplicas {
                 .collect(),
             Err(_) => Vec::new(),
         }
+    }
+
+    /// The store's latest LSN: a tombstone stored at or before it was in the tree the
+    /// exchange compared (0 for a closed store, which grants nothing).
+    fn write_mark(&self) -> u64 {
+        self.store.borrow().as_ref().map_or(0, Store::last_lsn)
     }
 }
 

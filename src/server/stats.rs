@@ -129,6 +129,7 @@ impl ShardStats {
         push("connections", self.connections.get());
         if let Some(store) = store {
             push("store.keys", store.keys);
+            push("store.tombstones", store.tombstones);
             push("store.live_bytes", store.live_bytes);
             push("store.garbage_bytes", store.garbage_bytes);
             push("store.segments", store.segments);

@@ -268,6 +268,8 @@ pub struct StoreStats {
     pub partitions: u64,
     /// Hints.
     pub hints: u64,
+    /// Keys whose current state is a tombstone (counted at open, kept by every write).
+    pub tombstones: u64,
     /// Bytes of records the index points at (values, tombstones, hints), padding included.
     pub live_bytes: u64,
     /// Written bytes that are not live: overwritten or deleted records, markers, damage.
@@ -382,6 +384,9 @@ pub struct Store {
     retired: Vec<Arc<Segment>>,
     bytes_since_checkpoint: u64,
     corrupt_seen: Cell<u64>,
+    /// Keys whose current record is a tombstone: counted by the tree rebuild at open,
+    /// kept by put, purge and partition drop (compaction copies records unchanged).
+    tombstones: u64,
 }
 
 /// Open segments by id, with their accounting.
@@ -558,6 +563,9 @@ impl Store {
         };
         let (lsn, loc, len) = self.append(record_kind, partition, 0, key, value)?;
         let old = self.index_insert(partition, key, loc, len);
+        let was_tombstone = old.is_some_and(|old| self.is_tombstone_at(old));
+        self.tombstones = (self.tombstones + u64::from(kind == ValueKind::Tombstone))
+            .saturating_sub(u64::from(was_tombstone));
         self.tree_write(partition, key, old, Some(value));
         self.after_write(lsn)
     }
@@ -568,6 +576,11 @@ impl Store {
         self.add_markers(loc, len);
         self.trees.remove(&partition);
         if let Some(index) = self.partitions.remove(&partition) {
+            let dropped = index
+                .entries()
+                .filter(|&(_, old)| self.is_tombstone_at(old))
+                .count() as u64;
+            self.tombstones = self.tombstones.saturating_sub(dropped);
             for (_, old) in index.entries() {
                 self.release(old);
             }
@@ -592,11 +605,48 @@ impl Store {
             .get_mut(&partition)
             .and_then(|p| p.remove(hash, key, |l| key_at(segments, l)));
         if let Some(old) = old {
+            self.tombstones = self.tombstones.saturating_sub(1);
             self.tree_write(partition, key, Some(old), None);
             self.release(old);
         }
         self.after_write(lsn)?;
         Ok(true)
+    }
+
+    /// Purges up to `max` tombstones of `partition` whose current record was stored at or
+    /// before `lsn_max` and that `eligible(key, lsn)` accepts (anti-entropy's
+    /// `PurgeGrant::allows`), each as [`Store::purge`] does: a purge marker in the log and
+    /// the key out of the index and its Merkle tree. The cluster layer calls it with what
+    /// anti-entropy confirmed every replica holds (`AntiEntropy::take_purge_grants`);
+    /// no age alone makes a tombstone go. Returns how many were purged; `max` bounds the
+    /// work of one call (call again while it returns `max`).
+    pub fn purge_tombstones(
+        &mut self,
+        partition: u32,
+        lsn_max: Lsn,
+        max: usize,
+        mut eligible: impl FnMut(&[u8], Lsn) -> bool,
+    ) -> Result<usize, WriteError> {
+        let keys: Vec<Vec<u8>> = self
+            .iter_partition(partition)
+            .filter(|e| e.kind == ValueKind::Tombstone && e.lsn <= lsn_max)
+            .filter(|e| eligible(e.key, e.lsn))
+            .take(max)
+            .map(|e| e.key.to_vec())
+            .collect();
+        let mut purged = 0;
+        for key in keys {
+            if self.purge(partition, &key)? {
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// The LSN of the latest write (0 before any): anti-entropy's `MerkleView::write_mark`
+    /// for this store.
+    pub fn last_lsn(&self) -> Lsn {
+        self.next_lsn.saturating_sub(1)
     }
 
     /// Every key of `partition` with its value, in no particular order. Damaged records are
@@ -727,6 +777,7 @@ impl Store {
             keys: self.partitions.values().map(|p| p.len() as u64).sum(),
             partitions: self.partitions.values().filter(|p| !p.is_empty()).count() as u64,
             hints: self.hints.len() as u64,
+            tombstones: self.tombstones,
             segments: self.segments.len() as u64,
             corrupt_records_skipped: self.corrupt_seen.get(),
             index_bytes: self.index_bytes() as u64,
@@ -968,6 +1019,16 @@ impl Store {
         if let Some(info) = self.segments.get_mut(&loc.segment) {
             info.markers += len;
         }
+    }
+
+    /// Whether the record at `loc` is a tombstone, from its header's kind byte without a
+    /// CRC check (the record entered the index checked; the count is a figure, not data).
+    fn is_tombstone_at(&self, loc: Loc) -> bool {
+        let Some(info) = self.segments.get(&loc.segment) else {
+            return false;
+        };
+        let kind_at = loc.offset as usize + 32;
+        info.seg.bytes().get(kind_at).copied() == Some(RecordKind::Tombstone as u8)
     }
 
     /// The record at `old` is no longer live: take its bytes off its segment's live count.

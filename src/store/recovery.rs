@@ -143,6 +143,7 @@ pub(super) fn open(dir: &Path, config: StoreConfig) -> Result<(Store, RecoveryRe
         retired: Vec::new(),
         bytes_since_checkpoint: 0,
         corrupt_seen: std::cell::Cell::new(0),
+        tombstones: 0,
     };
 
     let mut pending = Pending::default();

@@ -701,3 +701,104 @@ proptest! {
         run_model(ops);
     }
 }
+
+#[test]
+fn purge_tombstones_takes_only_old_enough_eligible_tombstones_and_keeps_trees_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path(), small(Durability::Never));
+    s.put(4, b"live", ValueKind::Value, b"v").unwrap();
+    s.put(4, b"old-a", ValueKind::Tombstone, b"ta").unwrap();
+    s.put(4, b"old-b", ValueKind::Tombstone, b"tb").unwrap();
+    s.put(4, b"skip", ValueKind::Tombstone, b"ts").unwrap();
+    s.put(5, b"other", ValueKind::Tombstone, b"to").unwrap();
+    let mark = s.last_lsn();
+    assert_eq!(mark, s.get(5, b"other").unwrap().unwrap().lsn);
+    s.put(4, b"new", ValueKind::Tombstone, b"tn").unwrap();
+    // The tree of the partition as it should be after the purge: the same states
+    // written to a fresh store.
+    let expected = {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut e, _) = open(dir.path(), small(Durability::Never));
+        e.put(4, b"live", ValueKind::Value, b"v").unwrap();
+        e.put(4, b"skip", ValueKind::Tombstone, b"ts").unwrap();
+        e.put(4, b"new", ValueKind::Tombstone, b"tn").unwrap();
+        e.merkle_root(4)
+    };
+    let purged = s
+        .purge_tombstones(4, mark, 10, |key, lsn| key != b"skip" && lsn <= mark)
+        .unwrap();
+    assert_eq!(
+        purged, 2,
+        "old-a and old-b; not the value, the skipped or the newer one"
+    );
+    for gone in [&b"old-a"[..], b"old-b"] {
+        assert_eq!(value_of(&s, 4, gone), None);
+    }
+    for kept in [&b"live"[..], b"skip", b"new"] {
+        assert!(value_of(&s, 4, kept).is_some());
+    }
+    assert!(
+        value_of(&s, 5, b"other").is_some(),
+        "other partitions untouched"
+    );
+    assert_eq!(s.merkle_root(4), expected);
+    // `max` bounds one call.
+    assert_eq!(s.purge_tombstones(4, u64::MAX, 1, |_, _| true).unwrap(), 1);
+    assert_eq!(s.purge_tombstones(4, u64::MAX, 10, |_, _| true).unwrap(), 1);
+    assert_eq!(s.purge_tombstones(4, u64::MAX, 10, |_, _| true).unwrap(), 0);
+    // Purges survive a reopen by scan.
+    drop(s);
+    std::fs::remove_file(dir.path().join("index.ckpt")).ok();
+    let (s, _) = open(dir.path(), small(Durability::Never));
+    let keys: Vec<&[u8]> = s.iter_partition(4).map(|e| e.key).collect();
+    assert_eq!(keys, vec![&b"live"[..]]);
+}
+
+#[test]
+fn the_tombstone_count_follows_writes_purges_drops_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path(), small(Durability::Never));
+    let count = |s: &Store| s.stats().tombstones;
+    for i in 0..30u32 {
+        s.put(i % 3, &i.to_le_bytes(), ValueKind::Value, &[1u8; 40])
+            .unwrap();
+    }
+    assert_eq!(count(&s), 0);
+    for i in 0..12u32 {
+        s.put(i % 3, &i.to_le_bytes(), ValueKind::Tombstone, b"t")
+            .unwrap();
+    }
+    assert_eq!(count(&s), 12);
+    // A tombstone over a tombstone is still one; a value over a tombstone is none.
+    s.put(0, &0u32.to_le_bytes(), ValueKind::Tombstone, b"t2")
+        .unwrap();
+    s.put(1, &1u32.to_le_bytes(), ValueKind::Value, b"back")
+        .unwrap();
+    assert_eq!(count(&s), 11);
+    assert!(s.purge(0, &3u32.to_le_bytes()).unwrap());
+    assert!(!s.purge(0, &15u32.to_le_bytes()).unwrap(), "a value");
+    assert_eq!(count(&s), 10);
+    let in_two = s
+        .iter_partition(2)
+        .filter(|e| e.kind == ValueKind::Tombstone)
+        .count() as u64;
+    s.drop_partition(2).unwrap();
+    assert_eq!(count(&s), 10 - in_two);
+    let purged = s
+        .purge_tombstones(0, s.last_lsn(), usize::MAX, |_, _| true)
+        .unwrap() as u64;
+    let held = 10 - in_two - purged;
+    assert_eq!(count(&s), held);
+    drain(&mut s);
+    assert_eq!(count(&s), held, "compaction copies records unchanged");
+    drop(s);
+    std::fs::remove_file(dir.path().join("index.ckpt")).ok();
+    let (s, _) = open(dir.path(), small(Durability::Never));
+    assert_eq!(count(&s), held, "counted again at open");
+    let actual = [0u32, 1]
+        .iter()
+        .flat_map(|&p| s.iter_partition(p).map(|e| e.kind).collect::<Vec<_>>())
+        .filter(|&k| k == ValueKind::Tombstone)
+        .count() as u64;
+    assert_eq!(actual, held);
+}

@@ -125,6 +125,7 @@ impl Store {
             }));
         }
         work.sort_unstable_by_key(|&(at, _)| at);
+        let mut tombstones = 0u64;
         // Each item becomes (partition << 32 | leaf, entry hash); a damaged record DAMAGED.
         for item in &mut work {
             let (at, partition) = *item;
@@ -134,6 +135,7 @@ impl Store {
             };
             *item = match self.record(loc, is_data) {
                 Some(rec) => {
+                    tombstones += u64::from(rec.meta.kind == RecordKind::Tombstone);
                     let kh = KeyHash::of(rec.key);
                     (
                         (partition << 32) | u64::from(kh.leaf()),
@@ -144,6 +146,7 @@ impl Store {
             };
         }
         work.sort_unstable_by_key(|&(slot, _)| slot);
+        self.tombstones = tombstones;
         self.trees.clear();
         for run in work.chunk_by(|a, b| a.0 >> 32 == b.0 >> 32) {
             let Some(&(first, _)) = run.first() else {
