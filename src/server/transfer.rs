@@ -101,7 +101,7 @@ pub enum TransferAction {
         /// Epoch of the change.
         epoch: u64,
         /// The move's index in the change's moves.
-        index: u32,
+        index: usize,
     },
     /// Delete this shard's copy of the partition (the grace after the flip has passed).
     DropPartition {
@@ -598,10 +598,7 @@ fn sender_of(m: &ReplicaMove, ring: &Ring, n: usize, live: &dyn Liveness) -> Opt
 }
 
 fn move_done(epoch: u64, index: usize) -> TransferAction {
-    TransferAction::MoveDone {
-        epoch,
-        index: u32::try_from(index).unwrap_or(u32::MAX),
-    }
+    TransferAction::MoveDone { epoch, index }
 }
 
 /// Back-off before the restart of a move that stalled `stalls` times before: doubling from
@@ -764,7 +761,7 @@ mod tests {
                 }
                 TransferAction::MoveDone { epoch, index } => {
                     assert_eq!(epoch, self.preview.ring.epoch());
-                    self.done[index as usize] = true;
+                    self.done[index] = true;
                 }
                 TransferAction::DropPartition { partition } => {
                     assert!(self.drops.insert((from.node.0, partition)), "dropped once");
