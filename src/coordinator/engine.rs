@@ -1138,7 +1138,9 @@ impl<S: ReplicaStore> Coordinator<S> {
         // pending requests are bounded, so the loop ends at once).
         loop {
             let id = self.next_request_id;
-            self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+            self.next_request_id = (self.next_request_id.wrapping_add(1)
+                % (1 << crate::constants::PEER_REQUEST_CLASS_SHIFT))
+                .max(1);
             if !self.pending.contains_key(&id) {
                 return id;
             }
