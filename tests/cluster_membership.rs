@@ -46,7 +46,11 @@ fn a_node_joins_and_another_leaves_under_writes_and_no_acknowledged_write_is_los
     let mut cluster = Cluster::start(3, &[]);
     let mut acked = load(&cluster, KEYS_LOADED);
     let total_before: u64 = (0..3).map(|i| stat(&cluster, i, "store.keys")).sum();
-    assert_eq!(total_before, 3 * KEYS_LOADED as u64, "N=3 copies of every key");
+    assert_eq!(
+        total_before,
+        3 * KEYS_LOADED as u64,
+        "N=3 copies of every key"
+    );
 
     // Join: node 4 starts alone, is told to join through node 1, and commits its plan.
     let new = cluster.start_unseeded(4, &[]);
@@ -87,9 +91,11 @@ fn a_node_joins_and_another_leaves_under_writes_and_no_acknowledged_write_is_los
 
     read_back(&cluster, 0, &acked);
     read_back(&cluster, 3, &acked);
-    let left = wait_for(DROP_TIMEOUT, || match stat(&cluster, leaving, "store.keys") {
-        0 => Ok(()),
-        keys => Err(format!("node 3 still holds {keys} keys")),
+    let left = wait_for(DROP_TIMEOUT, || {
+        match stat(&cluster, leaving, "store.keys") {
+            0 => Ok(()),
+            keys => Err(format!("node 3 still holds {keys} keys")),
+        }
     });
     left.unwrap_or_else(|e| panic!("the node that left did not drop its copies: {e}"));
     wait_dropped(&cluster, &[0, 1, 3], acked.len() + failed);
@@ -100,7 +106,12 @@ fn load(cluster: &Cluster, count: usize) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut client = cluster.client_via(0);
     let mut acked = BTreeMap::new();
     let keys: Vec<(Vec<u8>, Vec<u8>)> = (0..count)
-        .map(|i| (format!("loaded:{i}").into_bytes(), format!("value {i}").into_bytes()))
+        .map(|i| {
+            (
+                format!("loaded:{i}").into_bytes(),
+                format!("value {i}").into_bytes(),
+            )
+        })
         .collect();
     for chunk in keys.chunks(LOAD_BATCH) {
         let ops: Vec<Op<'_>> = chunk
@@ -150,7 +161,9 @@ fn admin(cluster: &Cluster, i: usize, args: &[&str]) -> String {
 }
 
 fn stat(cluster: &Cluster, i: usize, name: &str) -> u64 {
-    cluster.nodes[i].stat(name).unwrap_or_else(|e| panic!("{e}"))
+    cluster.nodes[i]
+        .stat(name)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn wait_members(cluster: &Cluster, ids: &[u64]) {
@@ -176,9 +189,18 @@ fn wait_settled(cluster: &Cluster, nodes: &[usize]) {
         }
     });
     settled.unwrap_or_else(|e| panic!("the change did not complete in {CHANGE_TIMEOUT:?}: {e}"));
-    let sent: u64 = nodes.iter().map(|&i| stat(cluster, i, "transfer_keys_sent")).sum();
-    let done: u64 = nodes.iter().map(|&i| stat(cluster, i, "transfer_done")).sum();
-    let stalled: u64 = nodes.iter().map(|&i| stat(cluster, i, "transfer_stalled")).sum();
+    let sent: u64 = nodes
+        .iter()
+        .map(|&i| stat(cluster, i, "transfer_keys_sent"))
+        .sum();
+    let done: u64 = nodes
+        .iter()
+        .map(|&i| stat(cluster, i, "transfer_done"))
+        .sum();
+    let stalled: u64 = nodes
+        .iter()
+        .map(|&i| stat(cluster, i, "transfer_stalled"))
+        .sum();
     eprintln!("change complete: {done} moves verified, {sent} keys sent, {stalled} stalls");
 }
 
@@ -207,7 +229,10 @@ fn wait_dropped(cluster: &Cluster, nodes: &[usize], written: usize) {
             .filter(|&i| cluster.nodes[i].is_running())
             .map(|i| stat(cluster, i, "store.keys"))
             .sum();
-        let dropped: u64 = nodes.iter().map(|&i| stat(cluster, i, "partitions_dropped")).sum();
+        let dropped: u64 = nodes
+            .iter()
+            .map(|&i| stat(cluster, i, "partitions_dropped"))
+            .sum();
         // Keys whose writes failed at the client may exist too, on N replicas or fewer:
         // N copies of every key written is the bound that old copies would pass.
         match (dropped > 0, held <= 3 * written as u64) {

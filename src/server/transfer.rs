@@ -284,7 +284,11 @@ impl Transfers {
             if let Some(sender) = expect {
                 // Refused only when TRANSFERS_INCOMING_MAX are expected: the next view
                 // tries again.
-                if self.handoff.expect(m.partition.0, sender, change.epoch).is_ok() {
+                if self
+                    .handoff
+                    .expect(m.partition.0, sender, change.epoch)
+                    .is_ok()
+                {
                     change.receives.insert(index, sender);
                 }
             }
