@@ -60,8 +60,9 @@ fn a_node_joins_and_another_leaves_under_writes_and_no_acknowledged_write_is_los
     let plan = admin(&cluster, new, &["admin", "plan"]);
     eprintln!("join plan:\n{plan}");
     let writer = Writer::start(&cluster, 1, "during-join");
+    let (before, _) = ring_status(&cluster, 0).unwrap_or_else(|e| panic!("{e}"));
     admin(&cluster, new, &["admin", "commit"]);
-    wait_settled(&cluster, &[0, 1, 2, 3]);
+    wait_settled(&cluster, &[0, 1, 2, 3], before);
     let report = writer.stop();
     report.check("join");
     let mut failed = report.failed;
@@ -82,8 +83,9 @@ fn a_node_joins_and_another_leaves_under_writes_and_no_acknowledged_write_is_los
     admin(&cluster, leaving, &["admin", "leave"]);
     let plan = admin(&cluster, leaving, &["admin", "plan"]);
     eprintln!("leave plan:\n{plan}");
+    let (before, _) = ring_status(&cluster, 0).unwrap_or_else(|e| panic!("{e}"));
     admin(&cluster, leaving, &["admin", "commit"]);
-    wait_settled(&cluster, &[0, 1, 2, 3]);
+    wait_settled(&cluster, &[0, 1, 2, 3], before);
     let report = writer.stop();
     report.check("leave");
     failed += report.failed;
@@ -172,15 +174,26 @@ fn wait_members(cluster: &Cluster, ids: &[u64]) {
     }
 }
 
-/// Waits until every node of `nodes` reports no pending change and the same ring epoch.
-fn wait_settled(cluster: &Cluster, nodes: &[usize]) {
+/// The (serving ring epoch, pending change's epoch) node `i` reports (`admin status`).
+fn ring_status(cluster: &Cluster, i: usize) -> Result<(u64, Option<u64>), String> {
+    let node = &cluster.nodes[i];
+    let status = Client::connect_with(node.listen, ClientConfig::default())
+        .and_then(|mut client| client.admin_status())
+        .map_err(|e| format!("admin status of node {}: {e}", node.id))?;
+    Ok((status.ring_epoch, status.next_epoch))
+}
+
+/// Waits until every node of `nodes` serves a ring newer than `before` with no change
+/// pending, all the same epoch.
+fn wait_settled(cluster: &Cluster, nodes: &[usize], before: u64) {
     let settled = wait_for(CHANGE_TIMEOUT, || {
         let mut epochs = Vec::new();
         for &i in nodes {
-            let status = cluster.nodes[i].rotor(&["admin", "status"])?;
-            match settled_epoch(&status) {
-                Some(epoch) => epochs.push(epoch),
-                None => return Err(format!("node {} status:\n{status}", i + 1)),
+            match ring_status(cluster, i)? {
+                (epoch, None) if epoch > before => epochs.push(epoch),
+                (epoch, next) => {
+                    return Err(format!("node {} serves epoch {epoch}, pending {next:?}", i + 1))
+                }
             }
         }
         match epochs.windows(2).all(|w| w[0] == w[1]) {
@@ -189,35 +202,10 @@ fn wait_settled(cluster: &Cluster, nodes: &[usize]) {
         }
     });
     settled.unwrap_or_else(|e| panic!("the change did not complete in {CHANGE_TIMEOUT:?}: {e}"));
-    let sent: u64 = nodes
-        .iter()
-        .map(|&i| stat(cluster, i, "transfer_keys_sent"))
-        .sum();
-    let done: u64 = nodes
-        .iter()
-        .map(|&i| stat(cluster, i, "transfer_done"))
-        .sum();
-    let stalled: u64 = nodes
-        .iter()
-        .map(|&i| stat(cluster, i, "transfer_stalled"))
-        .sum();
+    let sent: u64 = nodes.iter().map(|&i| stat(cluster, i, "transfer_keys_sent")).sum();
+    let done: u64 = nodes.iter().map(|&i| stat(cluster, i, "transfer_done")).sum();
+    let stalled: u64 = nodes.iter().map(|&i| stat(cluster, i, "transfer_stalled")).sum();
     eprintln!("change complete: {done} moves verified, {sent} keys sent, {stalled} stalls");
-}
-
-/// The ring epoch `rotor admin status` shows when no change is pending; `None` while one is.
-fn settled_epoch(status: &str) -> Option<u64> {
-    if status.to_lowercase().contains("pending change: none") || !status.contains("pending") {
-        let epoch = status
-            .lines()
-            .find_map(|line| line.trim().strip_prefix("ring epoch"))?;
-        let digits: String = epoch
-            .chars()
-            .skip_while(|c| !c.is_ascii_digit())
-            .take_while(char::is_ascii_digit)
-            .collect();
-        return digits.parse().ok();
-    }
-    None
 }
 
 /// Waits until the old holders `nodes` have dropped what moved away: each key is held at
