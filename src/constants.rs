@@ -569,6 +569,26 @@ const _: () = assert!(TRANSFER_RESENDS_MAX >= 1 && TRANSFER_ROUNDS_MAX >= 1);
 const _: () = assert!(TRANSFERS_OUTGOING_MAX >= 1 && TRANSFERS_INCOMING_MAX >= 1);
 const _: () = assert!(PLAN_CHANGES_MAX <= MEMBERS_MAX);
 
+/// Most replica moves one change lists (a plan preview, a pending change, a status reply):
+/// every replica of every partition at the largest N. A real change moves a fraction of
+/// this; each move costs 25 bytes in a ring state and 32 in an admin reply.
+pub const RING_MOVES_MAX: usize = PARTITIONS_MAX as usize * REPLICAS_MAX as usize;
+
+/// Largest encoded ring state (RING_STATE_REPLY body and `<data-dir>/RING`). Two owners
+/// tables (2 bytes a partition) and the moves (25 bytes each): at Q = 1024 and N = 3 that is
+/// ~80 KiB; the bound leaves room for Q = 65536 at N = 3 (~5 MiB).
+pub const RING_STATE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// How long shard 0 waits for a peer's RING_STATE_REPLY before it may ask again, in
+/// milliseconds. A ring state is one small frame; a lost one costs this much delay.
+pub const RING_FETCH_TIMEOUT_MS: u64 = 2_000;
+
+/// How long `ADMIN_JOIN` waits for the seed's ring state, in milliseconds, before it
+/// answers `UNAVAILABLE` (nothing changed on the joining node then).
+pub const ADMIN_JOIN_TIMEOUT_MS: u64 = 5_000;
+
+const _: () = assert!(RING_STATE_BYTES_MAX <= FRAME_BODY_BYTES_MAX);
+
 // ---------------------------------------------------------------------------------------
 // Partition transfer runtime (src/server/transfer.rs)
 // ---------------------------------------------------------------------------------------

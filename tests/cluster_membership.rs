@@ -56,7 +56,6 @@ fn a_node_joins_and_another_leaves_under_writes_and_no_acknowledged_write_is_los
     let new = cluster.start_unseeded(4, &[]);
     let seed = cluster.nodes[0].listen.to_string();
     admin(&cluster, new, &["admin", "join", &seed]);
-    wait_members(&cluster, &[1, 2, 3, 4]);
     let plan = admin(&cluster, new, &["admin", "plan"]);
     eprintln!("join plan:\n{plan}");
     let writer = Writer::start(&cluster, 1, "during-join");
@@ -168,12 +167,6 @@ fn stat(cluster: &Cluster, i: usize, name: &str) -> u64 {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn wait_members(cluster: &Cluster, ids: &[u64]) {
-    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
-        node.wait_members(ids);
-    }
-}
-
 /// The (serving ring epoch, pending change's epoch) node `i` reports (`admin status`).
 fn ring_status(cluster: &Cluster, i: usize) -> Result<(u64, Option<u64>), String> {
     let node = &cluster.nodes[i];
@@ -192,7 +185,10 @@ fn wait_settled(cluster: &Cluster, nodes: &[usize], before: u64) {
             match ring_status(cluster, i)? {
                 (epoch, None) if epoch > before => epochs.push(epoch),
                 (epoch, next) => {
-                    return Err(format!("node {} serves epoch {epoch}, pending {next:?}", i + 1))
+                    return Err(format!(
+                        "node {} serves epoch {epoch}, pending {next:?}",
+                        i + 1
+                    ))
                 }
             }
         }
@@ -202,9 +198,18 @@ fn wait_settled(cluster: &Cluster, nodes: &[usize], before: u64) {
         }
     });
     settled.unwrap_or_else(|e| panic!("the change did not complete in {CHANGE_TIMEOUT:?}: {e}"));
-    let sent: u64 = nodes.iter().map(|&i| stat(cluster, i, "transfer_keys_sent")).sum();
-    let done: u64 = nodes.iter().map(|&i| stat(cluster, i, "transfer_done")).sum();
-    let stalled: u64 = nodes.iter().map(|&i| stat(cluster, i, "transfer_stalled")).sum();
+    let sent: u64 = nodes
+        .iter()
+        .map(|&i| stat(cluster, i, "transfer_keys_sent"))
+        .sum();
+    let done: u64 = nodes
+        .iter()
+        .map(|&i| stat(cluster, i, "transfer_done"))
+        .sum();
+    let stalled: u64 = nodes
+        .iter()
+        .map(|&i| stat(cluster, i, "transfer_stalled"))
+        .sum();
     eprintln!("change complete: {done} moves verified, {sent} keys sent, {stalled} stalls");
 }
 

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use rotor::client::{Client, ClientConfig, ClientError};
+use rotor::client::{Client, ClientConfig, ClientError, PlanInfo, StatusInfo};
+use rotor::wire::{ChangeKind, ErrorCode, PlanMove, StagedChange};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -22,6 +23,8 @@ Exit codes:
   5  indeterminate write: the put/delete may or may not have been applied; get the key
      before retrying
   6  the key has several siblings and --raw needs one: pick it with --sibling N
+  7  admin: the node refused the change (plan refused, or a change is still pending)
+  8  admin status --watch: the bound passed before the pending change completed
 
 Contexts are lowercase hexadecimal. Values in `get` output are shown with non-printable
 bytes escaped (\\xNN); use --raw for the exact bytes.";
@@ -79,6 +82,53 @@ enum Command {
     Stats,
     /// Print the ring: epoch, partitions, nodes, ports and partitions per shard.
     Ring,
+    /// Membership changes, staged on the node --server names, reviewed and committed.
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+}
+
+/// `rotor admin ...`: stage changes on one node, review the plan, commit it.
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Sent to a new node started without seeds: join the cluster of SEED (the node adopts
+    /// its ring and stages its own join; then `plan` and `commit` on the same node).
+    Join {
+        /// A member's address, HOST:PORT.
+        seed: String,
+    },
+    /// Stage the leave of the node --server names (it streams its replicas away).
+    Leave,
+    /// Stage the removal of a dead node (its replicas are refilled from the others).
+    Remove {
+        /// The node's id.
+        node: u64,
+    },
+    /// Stage a new weight for a node.
+    Weight {
+        /// The node's id.
+        node: u64,
+        /// Its new weight, >= 1.
+        weight: u32,
+    },
+    /// Show what committing the staged changes would do.
+    Plan,
+    /// Commit the staged changes as the cluster's next ring.
+    Commit,
+    /// Drop the staged changes.
+    Clear,
+    /// The ring state: epoch, mode and each node's ownership now and after the change.
+    Ring,
+    /// The ring state, the pending change and its progress.
+    Status {
+        /// Follow the pending change with a progress bar until it completes.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: give up after this many seconds (exit code 8).
+        #[arg(long, default_value_t = 600.0, requires = "watch")]
+        watch_secs: f64,
+    },
 }
 
 /// A failure and the exit code it maps to.
@@ -172,6 +222,10 @@ fn run(args: &Args) -> Result<u8, Failure> {
             out.write_all(text.as_bytes())
         }
         (Command::Ring, _) => out.write_all(ring_text(client.topology()).as_bytes()),
+        (Command::Admin { action }, _) => {
+            let text = admin(&mut client, action)?;
+            out.write_all(text.as_bytes())
+        }
         _ => Ok(()),
     };
     // A closed stdout (`rotor get k | head -c1`) is not the server's fault.
@@ -261,6 +315,209 @@ fn client_failure(e: ClientError) -> Failure {
     }
 }
 
+/// Runs an admin command; returns what to print.
+fn admin(client: &mut Client, action: &AdminCommand) -> Result<String, Failure> {
+    let staged = |list: Vec<StagedChange>| {
+        let mut text = format!("staged changes: {}\n", list.len());
+        for change in &list {
+            text.push_str(&format!("  {}\n", change_text(change)));
+        }
+        text.push_str("review with `rotor admin plan`, apply with `rotor admin commit`\n");
+        text
+    };
+    Ok(match action {
+        AdminCommand::Join { seed } => {
+            let reply = client.admin_join(seed).map_err(admin_failure)?;
+            format!(
+                "node {} adopted ring epoch {} from {seed} and staged its join\n\
+                 review with `rotor admin plan`, apply with `rotor admin commit`\n",
+                reply.node, reply.ring_epoch
+            )
+        }
+        AdminCommand::Leave => staged(client.admin_leave().map_err(admin_failure)?),
+        AdminCommand::Remove { node } => staged(client.admin_remove(*node).map_err(admin_failure)?),
+        AdminCommand::Weight { node, weight } => {
+            staged(client.admin_weight(*node, *weight).map_err(admin_failure)?)
+        }
+        AdminCommand::Plan => plan_text(&client.admin_plan().map_err(admin_failure)?),
+        AdminCommand::Commit => {
+            let reply = client.admin_commit().map_err(admin_failure)?;
+            format!(
+                "committed ring epoch {} ({} replica moves); epoch {} serves until they are done\n\
+                 follow it with `rotor admin status --watch`\n",
+                reply.next_epoch, reply.moves, reply.ring_epoch
+            )
+        }
+        AdminCommand::Clear => {
+            let cleared = client.admin_clear().map_err(admin_failure)?;
+            format!("cleared {cleared} staged changes\n")
+        }
+        AdminCommand::Ring => ring_state_text(&client.admin_status().map_err(admin_failure)?),
+        AdminCommand::Status { watch, watch_secs } => {
+            let status = client.admin_status().map_err(admin_failure)?;
+            if !watch {
+                return Ok(status_text(&status));
+            }
+            let bound = Duration::try_from_secs_f64(*watch_secs)
+                .map_err(|_| usage("--watch-secs must be a non-negative number"))?;
+            watch_change(client, status, bound)?
+        }
+    })
+}
+
+/// Follows the pending change with a progress bar of done moves until it completes or
+/// `bound` passes.
+fn watch_change(
+    client: &mut Client,
+    mut status: StatusInfo,
+    bound: Duration,
+) -> Result<String, Failure> {
+    let Some(epoch) = status.next_epoch else {
+        return Ok(format!(
+            "no change pending; ring epoch {} serves\n",
+            status.ring_epoch
+        ));
+    };
+    let started = std::time::Instant::now();
+    let bar = indicatif::ProgressBar::new(status.moves.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} moves",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("ring epoch {epoch}"));
+    loop {
+        match status.next_epoch {
+            Some(next) if next == epoch => bar.set_position(status.moves_done() as u64),
+            // Flipped (or a newer change replaced it): this change is over.
+            _ => {
+                bar.set_position(bar.length().unwrap_or(0));
+                bar.finish();
+                return Ok(format!(
+                    "change complete: ring epoch {} serves\n",
+                    status.ring_epoch
+                ));
+            }
+        }
+        if started.elapsed() >= bound {
+            bar.abandon();
+            return Err(Failure {
+                code: 8,
+                message: format!(
+                    "ring epoch {epoch} still pending after {:.0?}: {} of {} moves done",
+                    bound,
+                    status.moves_done(),
+                    status.moves.len()
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        status = client.admin_status().map_err(admin_failure)?;
+    }
+}
+
+/// Like [`client_failure`], with the node's refusals of a change as exit code 7.
+fn admin_failure(e: ClientError) -> Failure {
+    match e.code() {
+        Some(ErrorCode::PlanRefused | ErrorCode::ChangePending) => Failure {
+            code: 7,
+            message: e.to_string(),
+        },
+        _ => client_failure(e),
+    }
+}
+
+fn change_text(change: &StagedChange) -> String {
+    match change.kind {
+        ChangeKind::Join => format!("join node {} (weight {})", change.node, change.weight),
+        ChangeKind::Leave => format!("leave node {}", change.node),
+        ChangeKind::Remove => format!("remove node {}", change.node),
+        ChangeKind::Reweight => format!("weight of node {} -> {}", change.node, change.weight),
+    }
+}
+
+fn plan_text(plan: &PlanInfo) -> String {
+    let mut text = format!(
+        "plan: ring epoch {} -> {}\nstaged changes: {}\n",
+        plan.ring_epoch,
+        plan.next_epoch,
+        plan.staged.len()
+    );
+    for change in &plan.staged {
+        text.push_str(&format!("  {}\n", change_text(change)));
+    }
+    text.push_str(&format!("replica moves: {}\n", plan.moves.len()));
+    text.push_str("node\towned before\towned after\tsending\treceiving\n");
+    for n in &plan.nodes {
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\n",
+            n.node, n.owned_before, n.owned_after, n.sending, n.receiving
+        ));
+    }
+    text.push_str("moves (partition: from node/shard -> to node/shard):\n");
+    for m in &plan.moves {
+        let note = if m.drop_after {
+            " (sender drops its copy)"
+        } else {
+            ""
+        };
+        text.push_str(&move_text(m, note));
+    }
+    text
+}
+
+/// One move as a line: `partition: from node/shard -> to node/shard` and `note`.
+fn move_text(m: &PlanMove, note: &str) -> String {
+    format!(
+        "  {}: {}/{} -> {}/{}{note}\n",
+        m.partition, m.from_node, m.from_shard, m.to_node, m.to_shard
+    )
+}
+
+fn ring_state_text(status: &StatusInfo) -> String {
+    let mode = if status.committed {
+        "committed"
+    } else {
+        "formation"
+    };
+    let mut text = format!("ring epoch: {}\nmode: {mode}\n", status.ring_epoch);
+    match status.next_epoch {
+        Some(next) => text.push_str(&format!(
+            "pending: ring epoch {next}, {} of {} moves done\n",
+            status.moves_done(),
+            status.moves.len()
+        )),
+        None => text.push_str("pending: none\n"),
+    }
+    text.push_str("node\tstatus\tweight\treachable\towned\towned next\n");
+    for n in &status.nodes {
+        text.push_str(&format!(
+            "{}\t{:?}\t{}\t{}\t{}\t{}\n",
+            n.id, n.status, n.weight, n.reachable, n.owned, n.owned_next
+        ));
+    }
+    text
+}
+
+fn status_text(status: &StatusInfo) -> String {
+    let mut text = ring_state_text(status);
+    text.push_str(&format!("staged changes: {}\n", status.staged.len()));
+    for change in &status.staged {
+        text.push_str(&format!("  {}\n", change_text(change)));
+    }
+    if !status.moves.is_empty() {
+        text.push_str("moves (partition: from node/shard -> to node/shard, done):\n");
+        for m in &status.moves {
+            text.push_str(&move_text(m, if m.done { " done" } else { " pending" }));
+        }
+    }
+    for (shard, name, value) in &status.transfers {
+        text.push_str(&format!("shard {shard}\t{name}\t{value}\n"));
+    }
+    text
+}
+
 fn ring_text(topology: &rotor::client::Topology) -> String {
     let mut text = format!(
         "epoch: {}\npartitions: {}\nnodes: {}\n",
@@ -344,6 +601,15 @@ mod tests {
         assert!(matches!(args.command, Command::Put { .. }));
         assert!(Args::try_parse_from(["rotor", "get", "k", "--sibling", "1"]).is_err());
         assert!(Args::try_parse_from(["rotor", "delete", "k"]).is_err());
+        let args = Args::try_parse_from(["rotor", "admin", "weight", "3", "2"]).unwrap();
+        assert!(matches!(
+            args.command,
+            Command::Admin {
+                action: AdminCommand::Weight { node: 3, weight: 2 }
+            }
+        ));
+        assert!(Args::try_parse_from(["rotor", "admin", "status", "--watch-secs", "5"]).is_err());
+        assert!(Args::try_parse_from(["rotor", "admin", "join"]).is_err());
     }
 
     impl Args {

@@ -25,6 +25,7 @@
 //! # Ok::<(), rotor::client::ClientError>(())
 //! ```
 
+mod admin;
 mod conn;
 mod error;
 mod topology;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use crate::wire::{self, ErrorCode, ErrorReply, Message};
 
+pub use admin::{PlanInfo, StatusInfo};
 use conn::Connection;
 pub use error::{ClientError, Result};
 pub use topology::{NodeEntry, Owner, Route, Topology};

@@ -10,12 +10,13 @@
 //! The membership ([`Gossip::members`]) is what the ring is computed from; reachability is
 //! *not* gossiped: it is each node's own [`FailureDetector`] view.
 //!
-//! The ring: while membership changes come without data movement (the next step brings
-//! plan/commit and partition transfer), every node computes `Ring::initial(q, members)`
-//! from the gossiped membership. That is a function of the membership alone, so nodes that
-//! learned members in different orders still agree; `Ring::with_members` also depends on
-//! the previous ring, and two nodes with different histories would disagree. Until then a
-//! cluster is formed once (from seeds) and its nodes only go down and come back.
+//! The ring: while no membership change was ever committed (formation mode), every node
+//! computes `Ring::initial(q, members)` from the gossiped members whose status is `Up`
+//! ([`Gossip::formation_members`]). That is a function of the membership alone, so nodes
+//! that learned members in different orders still agree. Once an operator commits a plan
+//! (`crate::membership::RingState`), only plans change ownership: gossip then carries the
+//! ring state's epoch in every digest, and a node seeing a newer one fetches the state
+//! (RING_STATE) instead of computing a ring.
 //!
 //! The state survives restarts: [`Gossip::persist`] gives bytes with a CRC32C that the
 //! runtime writes to the data directory, [`Gossip::restore`] reads them back.
@@ -224,6 +225,30 @@ impl Gossip {
             .filter(|state| state.status != NodeStatus::Removed)
             .map(NodeState::member)
             .collect()
+    }
+
+    /// The members a formation ring is built from: every known node whose status is `Up`
+    /// (a `Joining` node enters the ring only through a committed plan), by id.
+    pub fn formation_members(&self) -> Vec<Member> {
+        self.nodes
+            .values()
+            .filter(|state| state.status == NodeStatus::Up)
+            .map(NodeState::member)
+            .collect()
+    }
+
+    /// Adds a seed to gossip with (`rotor admin join SEED` on a node started alone);
+    /// ignored if known or if it is this node's own address.
+    pub fn add_seed(&mut self, seed: String) {
+        let own = self.nodes.get(&self.local).map(|s| s.address.as_str());
+        if own != Some(seed.as_str()) && !self.seeds.contains(&seed) {
+            self.seeds.push(seed);
+        }
+    }
+
+    /// Whether any seed is known.
+    pub fn has_seeds(&self) -> bool {
+        !self.seeds.is_empty()
     }
 
     /// The other nodes of the membership (what the failure detector watches).

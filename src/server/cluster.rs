@@ -44,6 +44,7 @@ use super::convert;
 use super::mailbox::Mailbox;
 use super::peer::{request_class, tag_request_id, Identity, Link, LinkKey, LinkOwner};
 use super::replica_store::StoreReplicas;
+use super::ring_admin::{AdminRequest, RingAdmin};
 use super::service::{ShardRequest, ShardResponse};
 use super::stats::StatEntry;
 use super::transfer::{PendingMoves, TransferAction, Transfers};
@@ -58,7 +59,7 @@ use crate::coordinator::{
 use crate::gossip::{
     DetectorConfig, FailureDetector, Gossip, GossipConfig, GossipMessage, GossipPeer, NodeState,
 };
-use crate::membership::HandoffConfig;
+use crate::membership::{HandoffConfig, PendingChange};
 use crate::ring::{Member, NodeId, Replica, Ring, ShardId};
 use crate::wire::{Frame, Message, NodeStatus};
 
@@ -75,6 +76,8 @@ pub struct SharedView {
     pub down: Arc<BTreeSet<NodeId>>,
     /// Every known node state, by id.
     pub nodes: Arc<Vec<NodeState>>,
+    /// The committed change being carried out, if any (`ring` serves until it is done).
+    pub pending: Option<Arc<PendingChange>>,
 }
 
 impl SharedView {
@@ -111,6 +114,20 @@ pub enum ClusterRequest {
     Unresponsive(NodeId),
     /// Shard 0's new view, for every other shard.
     View(SharedView),
+    /// A move of the pending change is done (its roots matched), for shard 0.
+    MoveDone {
+        /// Epoch of the change.
+        epoch: u64,
+        /// The move's index in `PendingChange::moves`.
+        index: usize,
+    },
+    /// An admin request (or a peer's RING_STATE) for shard 0; answered with the frame.
+    Admin {
+        /// The request's id, for the reply frame.
+        request_id: u32,
+        /// The request.
+        request: AdminRequest,
+    },
 }
 
 /// One shard's cluster runtime.
@@ -135,6 +152,8 @@ pub struct Cluster {
     links: RefCell<HashMap<LinkKey, Rc<Link>>>,
     /// Shard 0 only.
     membership: Option<RefCell<Membership>>,
+    /// Shard 0 only: the ring state and the staged plan.
+    ring_admin: Option<RefCell<RingAdmin>>,
     /// Set once shutdown began: timers and links end.
     stopping: Cell<bool>,
     counters: Counters,
@@ -233,10 +252,23 @@ impl Cluster {
             vec![local_member(&config, node_id, shards)],
         )
         .map_err(|e| e.to_string())?;
+        let ring_admin = (shard == 0)
+            .then(|| RefCell::new(RingAdmin::open(&config.data_dir, config.n, ring.clone())));
+        let (ring, pending) = match &ring_admin {
+            Some(admin) => {
+                let admin = admin.borrow();
+                (
+                    admin.state().ring().clone(),
+                    admin.state().pending().cloned(),
+                )
+            }
+            None => (Arc::new(ring), None),
+        };
         let view = SharedView {
-            ring: Arc::new(ring),
+            ring,
             down: Arc::new(BTreeSet::new()),
             nodes: Arc::new(Vec::new()),
+            pending,
         };
         let membership = (shard == 0).then(|| {
             RefCell::new(Membership {
@@ -270,6 +302,7 @@ impl Cluster {
             next_pseudo: Cell::new(PEER_PSEUDO_SHARD_BASE),
             links: RefCell::new(HashMap::new()),
             membership,
+            ring_admin,
             stopping: Cell::new(false),
             counters: Counters::default(),
             transfers: RefCell::new(Transfers::new(
@@ -402,6 +435,12 @@ impl Cluster {
                 ShardResponse::Done
             }
             ClusterRequest::Gossip(message) => ShardResponse::Gossip(self.handle_gossip(message)),
+            ClusterRequest::MoveDone { epoch, index } => {
+                self.move_done(epoch, index);
+                ShardResponse::Done
+            }
+            // Served asynchronously by the service (`Cluster::admin`); never mailed here.
+            ClusterRequest::Admin { .. } => ShardResponse::Done,
             ClusterRequest::Unresponsive(node) => {
                 self.unresponsive(node);
                 ShardResponse::Done
@@ -627,14 +666,14 @@ impl Cluster {
             }
             let m = &mut *m;
             if let Some(gossip) = m.gossip.as_mut() {
-                let lonely = gossip.peers().is_empty() && m.config.seeds.is_empty();
+                let lonely = gossip.peers().is_empty() && !gossip.has_seeds();
                 if !lonely {
                     if let Some((peer, digest)) = gossip.tick(now) {
                         // Push what this node knows first (request id 0, no reply), so
                         // the receiver knows the sender before it answers the digest.
                         let push = GossipMessage::State {
                             sender: self.local.node.0,
-                            ring_epoch: self.view().ring.epoch(),
+                            ring_epoch: self.ring_epoch(),
                             nodes: gossip.nodes().cloned().collect(),
                         };
                         sends.push((peer.clone(), 0, push));
@@ -670,6 +709,15 @@ impl Cluster {
                 return None;
             }
             message => {
+                if let GossipMessage::Digest {
+                    sender, ring_epoch, ..
+                }
+                | GossipMessage::State {
+                    sender, ring_epoch, ..
+                } = &message
+                {
+                    self.ring_epoch_seen(NodeId(*sender), *ring_epoch);
+                }
                 let mut m = membership.borrow_mut();
                 let sender = match &message {
                     GossipMessage::Digest { sender, .. } => Some(*sender),
@@ -727,32 +775,90 @@ impl Cluster {
             let Some(gossip) = m.gossip.as_mut() else {
                 return;
             };
-            let ring = match Ring::initial(PARTITIONS_DEFAULT, gossip.members()) {
-                Ok(ring) => ring,
+            // Formation mode: the ring of the Up members (a committed state ignores it).
+            match Ring::initial(PARTITIONS_DEFAULT, gossip.formation_members()) {
+                Ok(ring) => {
+                    if let Some(admin) = &self.ring_admin {
+                        admin.borrow_mut().set_formation(ring);
+                    }
+                }
                 Err(error) => {
                     warn!(%error, "the gossiped membership makes no ring; keeping the old one");
-                    return;
                 }
-            };
-            gossip.set_ring_epoch(ring.epoch());
+            }
             m.detector.set_peers(gossip.peers());
             if let Err(error) = persist(&m.path, &gossip.persist()) {
                 warn!(path = %m.path.display(), %error, "cannot persist the membership");
             }
-            let down: BTreeSet<NodeId> = m.detector.unreachable().collect();
-            m.published_down = down.clone();
-            info!(
-                members = ring.members().len(),
-                epoch = ring.epoch(),
-                "membership changed"
-            );
-            SharedView {
-                ring: Arc::new(ring),
-                down: Arc::new(down),
-                nodes: Arc::new(gossip.nodes().cloned().collect()),
-            }
+            self.ring_view(m)
         };
+        let Some(view) = view else {
+            return;
+        };
+        info!(
+            members = view.ring.members().len(),
+            epoch = view.ring.epoch(),
+            pending = view.pending.as_ref().map(|p| p.epoch),
+            "membership changed"
+        );
         self.publish(view);
+    }
+
+    /// The ring state changed (a commit, a peer's newer state, a move done): publish it.
+    pub(super) fn ring_changed(self: &Rc<Self>) {
+        let Some(membership) = &self.membership else {
+            return;
+        };
+        let view = {
+            let mut m = membership.borrow_mut();
+            self.ring_view(&mut m)
+        };
+        if let Some(view) = view {
+            info!(
+                epoch = view.ring.epoch(),
+                pending = view.pending.as_ref().map(|p| p.epoch),
+                "ring state changed"
+            );
+            self.publish(view);
+        }
+    }
+
+    /// The view of the current ring state, gossip nodes and reachability; also tells
+    /// gossip the ring state's epoch and marks this node `Up` once it serves in a
+    /// committed ring.
+    fn ring_view(&self, m: &mut Membership) -> Option<SharedView> {
+        let admin = self.ring_admin.as_ref()?.borrow();
+        let state = admin.state();
+        let gossip = m.gossip.as_mut()?;
+        gossip.set_ring_epoch(state.epoch());
+        let serving = state
+            .ring()
+            .members()
+            .iter()
+            .any(|x| x.id == self.local.node);
+        let joining = gossip
+            .node(self.local.node)
+            .is_some_and(|s| s.status == NodeStatus::Joining);
+        if serving && joining {
+            gossip.update_local(|s| s.status = NodeStatus::Up);
+        }
+        let down: BTreeSet<NodeId> = m.detector.unreachable().collect();
+        m.published_down = down.clone();
+        Some(SharedView {
+            ring: state.ring().clone(),
+            down: Arc::new(down),
+            nodes: Arc::new(gossip.nodes().cloned().collect()),
+            pending: state.pending().cloned(),
+        })
+    }
+
+    /// The epoch gossip carries: the ring state's.
+    fn ring_epoch(&self) -> u64 {
+        self.ring_admin
+            .as_ref()
+            .map_or(self.view().ring.epoch(), |admin| {
+                admin.borrow().state().epoch()
+            })
     }
 
     fn publish_if_reachability_changed(self: &Rc<Self>) {
@@ -774,6 +880,7 @@ impl Cluster {
             ring: current.ring.clone(),
             down: Arc::new(down),
             nodes: current.nodes.clone(),
+            pending: current.pending.clone(),
         });
     }
 
@@ -787,11 +894,14 @@ impl Cluster {
 
     fn shard_count(&self) -> u16 {
         let view = self.view();
+        // A joining node is in no serving ring yet: its gossiped ports say its shards.
         view.ring
             .members()
             .iter()
             .find(|member| member.id == self.local.node)
-            .map_or(1, |member| member.shards)
+            .map(|member| member.shards)
+            .or_else(|| view.node(self.local.node).map(|s| s.member().shards))
+            .unwrap_or(1)
     }
 
     fn link_address(&self, key: &LinkKey) -> Option<String> {
@@ -928,7 +1038,12 @@ impl Cluster {
                     }
                 }
                 TransferAction::MoveDone { epoch, index } => {
-                    let _ = (epoch, index); // MOVEDONE-STUB
+                    let done = ClusterRequest::MoveDone { epoch, index };
+                    if self.membership.is_some() {
+                        self.serve(done);
+                    } else {
+                        self.mailbox_send(0, done);
+                    }
                 }
                 TransferAction::DropPartition { partition } => {
                     let dropped = self.with_store_result(|store| store.drop_partition(partition));
@@ -951,8 +1066,79 @@ impl Cluster {
 }
 
 /// The view's pending change as the transfers take it.
-fn pending_moves(_view: &SharedView) -> Option<PendingMoves<'_>> {
-    None // PENDING-STUB
+fn pending_moves(view: &SharedView) -> Option<PendingMoves<'_>> {
+    let pending = view.pending.as_ref()?;
+    Some(PendingMoves {
+        epoch: pending.epoch,
+        moves: &pending.moves,
+        done: &pending.done,
+    })
+}
+
+// --- what the ring state runtime (super::ring_admin) uses ---------------------------------
+
+impl Cluster {
+    /// Shard 0's ring state.
+    pub(super) fn ring_admin(&self) -> Option<&RefCell<RingAdmin>> {
+        self.ring_admin.as_ref()
+    }
+
+    /// The node's mailbox, once started.
+    pub(super) fn mailbox(&self) -> Option<Rc<Mailbox<ShardRequest, ShardResponse>>> {
+        self.mailbox.borrow().clone()
+    }
+
+    /// Mails a cluster message to shard 0.
+    pub(super) fn send_to_shard0(self: &Rc<Self>, request: ClusterRequest) {
+        self.mailbox_send(0, request);
+    }
+
+    /// This node.
+    pub(super) fn local_node(&self) -> NodeId {
+        self.local.node
+    }
+
+    /// Milliseconds since the runtime started.
+    pub(super) fn now_ms(&self) -> u64 {
+        self.now()
+    }
+
+    /// The configured gossip interval (shard 0), milliseconds.
+    pub(super) fn gossip_interval_ms(&self) -> u64 {
+        self.membership
+            .as_ref()
+            .map_or(1000, |m| m.borrow().config.gossip_interval_ms)
+    }
+
+    /// Queues a frame on this shard's link to `key`.
+    pub(super) fn push_frame(self: &Rc<Self>, key: LinkKey, frame: Vec<u8>) {
+        if !self.link(key).push(frame) {
+            bump(&self.counters.dropped);
+        }
+    }
+
+    /// The node's shard count.
+    pub(super) fn shards(&self) -> u16 {
+        self.shard_count()
+    }
+
+    /// This node as a ring member, from its gossiped state (shard 0, once listening).
+    pub(super) fn local_member(&self) -> Option<Member> {
+        let m = self.membership.as_ref()?.borrow();
+        Some(m.gossip.as_ref()?.node(self.local.node)?.member())
+    }
+
+    /// `rotor admin join`: this node turns `Joining` and gossips with `seed`.
+    pub(super) fn start_joining(self: &Rc<Self>, seed: String) {
+        if let Some(membership) = &self.membership {
+            let mut m = membership.borrow_mut();
+            if let Some(gossip) = m.gossip.as_mut() {
+                gossip.update_local(|s| s.status = NodeStatus::Joining);
+                gossip.add_seed(seed);
+            }
+        }
+        self.membership_changed();
+    }
 }
 
 /// Where `shard` of the node `state` describes listens: the host of its gossiped common
@@ -987,7 +1173,7 @@ impl LinkOwner for Cluster {
 
     fn on_reply(self: &Rc<Self>, key: &LinkKey, frame: Frame<'_>) {
         let this = self;
-        if this.transfer_reply(key, &frame) {
+        if this.transfer_reply(key, &frame) || this.ring_reply(&frame) {
             return;
         }
         if let Some(message) = convert::gossip_message(&frame.message) {
@@ -1070,7 +1256,7 @@ fn local_member(config: &Config, node_id: u64, shards: u16) -> Member {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, directory fsync.
-fn persist(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn persist(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp)?;
@@ -1136,6 +1322,7 @@ mod tests {
             ring: Arc::new(ring),
             down: Arc::new([NodeId(3)].into_iter().collect()),
             nodes: Arc::new(vec![state(1, "a:1", vec![2]), state(3, "b:1", vec![2])]),
+            pending: None,
         };
         assert_eq!(view.node(NodeId(3)).map(|s| s.id), Some(NodeId(3)));
         assert!(view.node(NodeId(2)).is_none());

@@ -12,7 +12,8 @@
 //! latency percentiles); [`start_node`] starts a node. [`cluster`] is the per-shard cluster
 //! runtime driving the coordinator, gossip and failure detector, with [`peer`] (outgoing
 //! peer links), [`convert`] (wire messages to and from the state machines' values) and
-//! [`replica_store`] (the coordinator's storage over the shard's store). [`echo`] is a
+//! [`replica_store`] (the coordinator's storage over the shard's store); [`ring_admin`]
+//! keeps the ring state on shard 0 and serves `rotor admin`. [`echo`] is a
 //! trivial protocol the runtime's own tests use.
 //!
 //! What this layer deliberately does not do: decode messages (the handler does), touch a
@@ -29,6 +30,7 @@ pub mod limits;
 pub mod mailbox;
 pub mod peer;
 pub mod replica_store;
+pub mod ring_admin;
 pub mod runtime;
 pub mod service;
 pub mod stats;

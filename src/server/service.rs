@@ -42,6 +42,7 @@ use super::connection::{CloseReason, FrameHandler, Step};
 use super::convert;
 use super::mailbox::Mailbox;
 use super::replica_store::StoreReplicas;
+use super::ring_admin::AdminRequest;
 use super::runtime::{self, RunningServer, ServerError, Service, ShardInfo};
 use super::stats::{OpKind, ShardStats, StatEntry};
 use crate::causal::{Actor, CausalError, CausalState, Context, Value};
@@ -318,6 +319,10 @@ impl Service for NodeService {
         async move {
             match req {
                 ShardRequest::Stats => ShardResponse::Stats(core.stat_entries()),
+                ShardRequest::Cluster(ClusterRequest::Admin {
+                    request_id,
+                    request,
+                }) => ShardResponse::Frame(core.cluster.clone().admin(request_id, request).await),
                 ShardRequest::Cluster(request) => core.cluster.serve(request),
                 ShardRequest::Op {
                     request_id,
@@ -378,6 +383,10 @@ impl FrameHandler for ClientHandler {
             if let Some(step) = self.peer_frame(from, id, &frame.message, consumed, out) {
                 return step;
             }
+        }
+        if let Some(request) = AdminRequest::from_message(&frame.message) {
+            let reply = Box::pin(self.core.cluster.clone().admin(id, request));
+            return Step::Deferred { consumed, reply };
         }
         match frame.message {
             Message::Get(get) => {
@@ -716,6 +725,10 @@ impl ClientHandler {
         }
         if self.core.cluster.transfer_request(from, id, message, out) {
             return Some(Step::Served { consumed });
+        }
+        if let Message::RingState(_) = message {
+            let reply = Box::pin(self.core.cluster.clone().admin(id, AdminRequest::RingState));
+            return Some(Step::Deferred { consumed, reply });
         }
         match convert::peer_request(message) {
             Ok(Some(request)) => {

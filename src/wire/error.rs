@@ -132,6 +132,12 @@ wire_enum! {
         StoreFailed = 39,
         /// An unexpected server fault. For a write the outcome is unknown.
         Internal = 40,
+        /// A membership plan was refused (the message says why: a node unknown or already
+        /// a member, too few nodes left, nothing staged, ...). Nothing changed.
+        PlanRefused = 41,
+        /// A commit, or a change of the node's own membership, was refused because a
+        /// committed change is still being carried out. Nothing changed.
+        ChangePending = 42,
     }
 }
 

@@ -7,8 +7,8 @@
 
 use crate::constants::{
     BATCH_ENTRIES_MAX, CONTEXT_BYTES_MAX, KEY_BYTES_MAX, MERKLE_BUCKETS_MAX, NODES_MAX,
-    PARTITIONS_MAX, SHARDS_PER_NODE_MAX, SIBLINGS_MAX, STATE_BYTES_MAX, STATS_ENTRIES_MAX,
-    TEXT_BYTES_MAX, VALUE_BYTES_MAX,
+    PARTITIONS_MAX, PLAN_CHANGES_MAX, RING_MOVES_MAX, RING_STATE_BYTES_MAX, SHARDS_PER_NODE_MAX,
+    SIBLINGS_MAX, STATE_BYTES_MAX, STATS_ENTRIES_MAX, TEXT_BYTES_MAX, VALUE_BYTES_MAX,
 };
 
 use super::{Error, ErrorCode, List};
@@ -41,6 +41,30 @@ messages! {
     0x06 "STATS" Stats(Stats),
     /// Counters per shard.
     0x86 "STATS_REPLY" StatsReply(StatsReply<'a>),
+    /// Stages a membership change (leave, remove, reweight) on the receiving node.
+    0x07 "ADMIN_STAGE" AdminStage(AdminStage),
+    /// The changes now staged.
+    0x87 "ADMIN_STAGE_REPLY" AdminStageReply(AdminStageReply<'a>),
+    /// Asks for the preview of the staged changes.
+    0x08 "ADMIN_PLAN" AdminPlan(AdminPlan),
+    /// The staged changes, the moves they cause and the ownership before and after.
+    0x88 "ADMIN_PLAN_REPLY" AdminPlanReply(AdminPlanReply<'a>),
+    /// Commits the staged changes as the cluster's next ring.
+    0x09 "ADMIN_COMMIT" AdminCommit(AdminCommit),
+    /// The committed ring's epoch and its moves.
+    0x89 "ADMIN_COMMIT_REPLY" AdminCommitReply(AdminCommitReply),
+    /// Drops the staged changes.
+    0x0a "ADMIN_CLEAR" AdminClear(AdminClear),
+    /// How many changes were dropped.
+    0x8a "ADMIN_CLEAR_REPLY" AdminClearReply(AdminClearReply),
+    /// Asks for the ring state, the nodes and the pending change's progress.
+    0x0b "ADMIN_STATUS" AdminStatus(AdminStatus),
+    /// The ring state, the nodes and the pending change's progress.
+    0x8b "ADMIN_STATUS_REPLY" AdminStatusReply(AdminStatusReply<'a>),
+    /// Makes the receiving (new) node join the cluster of a seed.
+    0x0c "ADMIN_JOIN" AdminJoin(AdminJoin<'a>),
+    /// The joining node adopted the cluster's ring and staged its join.
+    0x8c "ADMIN_JOIN_REPLY" AdminJoinReply(AdminJoinReply),
     /// Stores a replica's causal state for a key.
     0x20 "REPLICA_WRITE" ReplicaWrite(ReplicaWrite<'a>),
     /// Acknowledges a REPLICA_WRITE once it is stored.
@@ -81,6 +105,10 @@ messages! {
     0x29 "TRANSFER_CONFIRM" TransferConfirm(TransferConfirm),
     /// The receiver's key count and Merkle root for a transferred partition.
     0xA9 "TRANSFER_CONFIRM_REPLY" TransferConfirmReply(TransferConfirmReply),
+    /// Asks a peer for its ring state (committed ring and pending change).
+    0x2b "RING_STATE" RingState(RingState),
+    /// A node's ring state, encoded as its RING file.
+    0xAB "RING_STATE_REPLY" RingStateReply(RingStateReply<'a>),
     /// A request failed.
     0xFF "ERROR" Error(ErrorReply<'a>),
 }
@@ -434,7 +462,8 @@ body! {
     GossipDigest<'a> {
         /// The sending node.
         sender: u64 = (),
-        /// Epoch of the sender's committed ring; a peer with an older one asks TOPOLOGY.
+        /// Epoch of the sender's ring state (its pending change's ring if any); a peer with
+        /// an older one, or the same one while a change is pending, asks RING_STATE.
         ring_epoch: u64 = (),
         /// Version of each node state the sender holds.
         versions: List<'a, NodeVersion> = (NODES_MAX, ()),
@@ -598,6 +627,222 @@ body! {
         key_count: u64 = (),
         /// The receiver's Merkle root hash.
         merkle_root: u64 = (),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Membership changes: the admin requests (client role) and the ring state (peer)
+
+wire_enum! {
+    /// The kind of a staged membership change.
+    ChangeKind: u8 {
+        /// A new node joins (staged by ADMIN_JOIN, never by ADMIN_STAGE).
+        Join = 0,
+        /// The receiving node leaves, streaming its replicas away itself.
+        Leave = 1,
+        /// A dead node is removed; its replicas are refilled from the survivors.
+        Remove = 2,
+        /// A node's weight changes.
+        Reweight = 3,
+    }
+}
+
+body! {
+    /// One staged change.
+    StagedChange {
+        /// What kind.
+        kind: ChangeKind = (),
+        /// The node it is about.
+        node: u64 = (),
+        /// The new weight (`Reweight`), the joiner's weight (`Join`), else 0.
+        weight: u32 = (),
+    }
+}
+
+body! {
+    /// ADMIN_STAGE: stage a change on the receiving node (leave: `node` is 0 or the
+    /// receiver's id; remove and reweight: any member).
+    AdminStage {
+        /// Leave, Remove or Reweight.
+        kind: ChangeKind = (),
+        /// The node.
+        node: u64 = (),
+        /// The new weight for Reweight, else 0.
+        weight: u32 = (),
+    }
+}
+
+body! {
+    /// ADMIN_STAGE_REPLY: every change staged on the node now.
+    AdminStageReply<'a> {
+        /// The staged changes, in the order staged.
+        staged: List<'a, StagedChange> = (PLAN_CHANGES_MAX, ()),
+    }
+}
+
+body! {
+    /// ADMIN_PLAN: preview the staged changes (empty body).
+    AdminPlan {}
+}
+
+body! {
+    /// One replica move of a plan or of the pending change.
+    PlanMove {
+        /// The partition.
+        partition: u32 = (),
+        /// The node streaming it.
+        from_node: u64 = (),
+        /// Its shard.
+        from_shard: u16 = (),
+        /// The new holder.
+        to_node: u64 = (),
+        /// Its shard.
+        to_shard: u16 = (),
+        /// Whether the sender drops its copy after the flip.
+        drop_after: bool = (),
+        /// Whether the move is done (always false in a plan).
+        done: bool = (),
+    }
+}
+
+body! {
+    /// One node's share of a plan.
+    PlanNode {
+        /// The node.
+        node: u64 = (),
+        /// Partitions it owns (first replica) before the plan.
+        owned_before: u32 = (),
+        /// Partitions it owns after the plan.
+        owned_after: u32 = (),
+        /// Replicas it streams to others.
+        sending: u32 = (),
+        /// Replicas it receives.
+        receiving: u32 = (),
+    }
+}
+
+body! {
+    /// ADMIN_PLAN_REPLY: what committing the staged changes would do.
+    AdminPlanReply<'a> {
+        /// Epoch of the serving ring the plan starts from.
+        ring_epoch: u64 = (),
+        /// Epoch the committed ring would have.
+        next_epoch: u64 = (),
+        /// The staged changes.
+        staged: List<'a, StagedChange> = (PLAN_CHANGES_MAX, ()),
+        /// Every replica move, in partition order.
+        moves: List<'a, PlanMove> = (RING_MOVES_MAX, ()),
+        /// Per node of either ring, in node order.
+        nodes: List<'a, PlanNode> = (NODES_MAX, ()),
+    }
+}
+
+body! {
+    /// ADMIN_COMMIT: commit the staged changes (empty body).
+    AdminCommit {}
+}
+
+body! {
+    /// ADMIN_COMMIT_REPLY: the change is committed and gossiped.
+    AdminCommitReply {
+        /// Epoch of the ring serving until the change completes.
+        ring_epoch: u64 = (),
+        /// Epoch of the committed ring.
+        next_epoch: u64 = (),
+        /// Replica moves to carry out.
+        moves: u32 = (),
+    }
+}
+
+body! {
+    /// ADMIN_CLEAR: drop the staged changes (empty body).
+    AdminClear {}
+}
+
+body! {
+    /// ADMIN_CLEAR_REPLY: how many were dropped.
+    AdminClearReply {
+        /// Changes dropped.
+        cleared: u32 = (),
+    }
+}
+
+body! {
+    /// ADMIN_STATUS: ask for the ring state (empty body).
+    AdminStatus {}
+}
+
+body! {
+    /// One node as ADMIN_STATUS_REPLY lists it.
+    StatusNode {
+        /// Node id.
+        id: u64 = (),
+        /// Gossiped membership status.
+        status: NodeStatus = (),
+        /// Relative capacity.
+        weight: u32 = (),
+        /// Whether the answering node's failure detector reaches it.
+        reachable: bool = (),
+        /// Partitions it owns in the serving ring.
+        owned: u32 = (),
+        /// Partitions it owns in the pending change's ring (= `owned` with none pending).
+        owned_next: u32 = (),
+    }
+}
+
+body! {
+    /// ADMIN_STATUS_REPLY: the answering node's ring state.
+    AdminStatusReply<'a> {
+        /// Epoch of the serving ring.
+        ring_epoch: u64 = (),
+        /// Whether a change was ever committed (else the ring is formed from gossip).
+        committed: bool = (),
+        /// Epoch of the pending change's ring; 0 when none is pending.
+        next_epoch: u64 = (),
+        /// Every known node, by id.
+        nodes: List<'a, StatusNode> = (NODES_MAX, ()),
+        /// The pending change's moves with their done flags (empty when none).
+        moves: List<'a, PlanMove> = (RING_MOVES_MAX, ()),
+        /// Changes staged on the answering node.
+        staged: List<'a, StagedChange> = (PLAN_CHANGES_MAX, ()),
+        /// The answering node's per-shard transfer counters (names start `transfer_`).
+        transfers: List<'a, Stat<'a>> = (STATS_ENTRIES_MAX, ()),
+    }
+}
+
+body! {
+    /// ADMIN_JOIN: join the cluster `seed` belongs to (sent to the new node).
+    AdminJoin<'a> {
+        /// A member's address, `HOST:PORT`.
+        seed: &'a str = TEXT_BYTES_MAX,
+    }
+}
+
+body! {
+    /// ADMIN_JOIN_REPLY: the ring adopted and the join staged.
+    AdminJoinReply {
+        /// Epoch of the adopted ring.
+        ring_epoch: u64 = (),
+        /// The joining node's id.
+        node: u64 = (),
+    }
+}
+
+body! {
+    /// RING_STATE: send me your ring state.
+    RingState {
+        /// The asking node.
+        sender: u64 = (),
+        /// The epoch of the asker's own ring state (see GOSSIP_DIGEST).
+        ring_epoch: u64 = (),
+    }
+}
+
+body! {
+    /// RING_STATE_REPLY: the answering node's ring state (src/membership/state.rs).
+    RingStateReply<'a> {
+        /// The encoded state, exactly as in the `<data-dir>/RING` file.
+        state: &'a [u8] = RING_STATE_BYTES_MAX,
     }
 }
 

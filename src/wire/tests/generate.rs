@@ -623,6 +623,7 @@ pub(super) fn vectors() -> Vec<Vector> {
             .into(),
         ),
     ];
+    v.extend(membership_vectors());
 
     let get = encoded(&sample_get());
     let put = encoded(&sample_put());
@@ -846,4 +847,192 @@ fn topology_with_four<'a>(three: &TopologyReply<'a>) -> Message<'a> {
         owners: List::Owned(owners),
     }
     .into()
+}
+
+/// The membership messages: the admin requests and replies, RING_STATE and its reply.
+fn membership_vectors() -> Vec<Vector> {
+    let staged = [
+        StagedChange {
+            kind: ChangeKind::Join,
+            node: 4,
+            weight: 1,
+        },
+        StagedChange {
+            kind: ChangeKind::Reweight,
+            node: 2,
+            weight: 3,
+        },
+    ];
+    let moves = [PlanMove {
+        partition: 7,
+        from_node: 1,
+        from_shard: 0,
+        to_node: 4,
+        to_shard: 1,
+        drop_after: true,
+        done: false,
+    }];
+    let done_moves = [PlanMove {
+        done: true,
+        ..moves[0].clone()
+    }];
+    let plan_nodes = [
+        PlanNode {
+            node: 1,
+            owned_before: 8,
+            owned_after: 6,
+            sending: 3,
+            receiving: 0,
+        },
+        PlanNode {
+            node: 4,
+            owned_before: 0,
+            owned_after: 2,
+            sending: 0,
+            receiving: 3,
+        },
+    ];
+    let status_nodes = [StatusNode {
+        id: 1,
+        status: NodeStatus::Up,
+        weight: 1,
+        reachable: true,
+        owned: 8,
+        owned_next: 6,
+    }];
+    let transfers = [Stat {
+        shard: 0,
+        name: "transfer_batches_sent",
+        value: 12,
+    }];
+    vec![
+        ok(
+            "",
+            &["ADMIN_STAGE: stage a reweight of node 2 to weight 3."],
+            30,
+            AdminStage {
+                kind: ChangeKind::Reweight,
+                node: 2,
+                weight: 3,
+            }
+            .into(),
+        ),
+        ok(
+            "",
+            &["ADMIN_STAGE_REPLY: staged are the join of node 4 (weight 1) and the reweight."],
+            30,
+            AdminStageReply {
+                staged: List::Borrowed(&staged),
+            }
+            .into(),
+        ),
+        ok("", &["ADMIN_PLAN (empty body)."], 31, AdminPlan {}.into()),
+        ok(
+            "",
+            &[
+                "ADMIN_PLAN_REPLY: from ring epoch 1 to 2, the two staged changes, one move",
+                "(partition 7 from node 1 shard 0 to node 4 shard 1, dropped after), and the",
+                "ownership of nodes 1 and 4 before and after.",
+            ],
+            31,
+            AdminPlanReply {
+                ring_epoch: 1,
+                next_epoch: 2,
+                staged: List::Borrowed(&staged),
+                moves: List::Borrowed(&moves),
+                nodes: List::Borrowed(&plan_nodes),
+            }
+            .into(),
+        ),
+        ok(
+            "",
+            &["ADMIN_COMMIT (empty body)."],
+            32,
+            AdminCommit {}.into(),
+        ),
+        ok(
+            "",
+            &["ADMIN_COMMIT_REPLY: ring epoch 1 serves, epoch 2 is committed, 1 move."],
+            32,
+            AdminCommitReply {
+                ring_epoch: 1,
+                next_epoch: 2,
+                moves: 1,
+            }
+            .into(),
+        ),
+        ok("", &["ADMIN_CLEAR (empty body)."], 33, AdminClear {}.into()),
+        ok(
+            "",
+            &["ADMIN_CLEAR_REPLY: 2 staged changes dropped."],
+            33,
+            AdminClearReply { cleared: 2 }.into(),
+        ),
+        ok(
+            "",
+            &["ADMIN_STATUS (empty body)."],
+            34,
+            AdminStatus {}.into(),
+        ),
+        ok(
+            "",
+            &[
+                "ADMIN_STATUS_REPLY: committed ring epoch 1 serving, epoch 2 pending, node 1",
+                "up and reachable owning 8 (6 next), its one move done, nothing staged, one",
+                "transfer counter of shard 0.",
+            ],
+            34,
+            AdminStatusReply {
+                ring_epoch: 1,
+                committed: true,
+                next_epoch: 2,
+                nodes: List::Borrowed(&status_nodes),
+                moves: List::Borrowed(&done_moves),
+                staged: List::Borrowed(&[]),
+                transfers: List::Borrowed(&transfers),
+            }
+            .into(),
+        ),
+        ok(
+            "",
+            &["ADMIN_JOIN: join the cluster of the seed 127.0.0.1:7070."],
+            35,
+            AdminJoin {
+                seed: "127.0.0.1:7070",
+            }
+            .into(),
+        ),
+        ok(
+            "",
+            &["ADMIN_JOIN_REPLY: ring epoch 1 adopted by node 4."],
+            35,
+            AdminJoinReply {
+                ring_epoch: 1,
+                node: 4,
+            }
+            .into(),
+        ),
+        ok(
+            "",
+            &["RING_STATE from node 3, whose own ring state has epoch 1."],
+            0xC000_0001,
+            RingState {
+                sender: 3,
+                ring_epoch: 1,
+            }
+            .into(),
+        ),
+        ok(
+            "",
+            &[
+                "RING_STATE_REPLY with an 8-byte stand-in for the state (the codec carries",
+                "it as opaque bytes; its format is src/membership/state.rs).",
+            ],
+            0xC000_0001,
+            RingStateReply {
+                state: b"RRNG\x01...",
+            }
+            .into(),
+        ),
+    ]
 }
