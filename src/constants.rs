@@ -627,3 +627,33 @@ pub const RING_FETCH_TIMEOUT_MS: u64 = 2_000;
 pub const ADMIN_JOIN_TIMEOUT_MS: u64 = 5_000;
 
 const _: () = assert!(RING_STATE_BYTES_MAX <= FRAME_BODY_BYTES_MAX);
+
+// ---------------------------------------------------------------------------------------
+// Partition transfer runtime (src/server/transfer.rs)
+// ---------------------------------------------------------------------------------------
+
+/// How long a shard keeps a partition's old copy after the ring flipped away from it, in
+/// milliseconds. Nodes that have not yet heard of the flip still route by the old ring and
+/// may count the old copy's acknowledgement toward W; two gossip rounds let the flip reach
+/// them, and a request timeout lets the writes they already sent finish (such a write is
+/// also double-written to the new holder, since the change is still pending there).
+/// Costs the old copy's disk space for this long.
+pub const DROP_GRACE_MS: u64 = 2 * GOSSIP_INTERVAL_MS_DEFAULT + REQUEST_TIMEOUT_MS_DEFAULT as u64;
+
+/// How often a sender reports a verified move to shard 0 again while the view does not
+/// show it done (a report travels over the bounded mailbox and may be dropped), in
+/// milliseconds. Each report is one mailbox message.
+pub const MOVE_DONE_RESEND_MS: u64 = 1_000;
+
+/// First back-off before a stalled transfer starts again, in milliseconds; it doubles with
+/// each stall of the same move. A stall is most often a receiver that has not yet seen the
+/// pending change (it refuses), which a gossip round or two fixes.
+pub const TRANSFER_RETRY_BACKOFF_MS_MIN: u64 = 500;
+
+/// Longest back-off before a stalled transfer starts again, in milliseconds: a receiver
+/// that stays away costs one full stream attempt this often.
+pub const TRANSFER_RETRY_BACKOFF_MS_MAX: u64 = 30_000;
+
+const _: () = assert!(TRANSFER_RETRY_BACKOFF_MS_MIN >= 1);
+const _: () = assert!(TRANSFER_RETRY_BACKOFF_MS_MIN <= TRANSFER_RETRY_BACKOFF_MS_MAX);
+const _: () = assert!(DROP_GRACE_MS >= 2 * GOSSIP_INTERVAL_MS_DEFAULT);

@@ -36,6 +36,7 @@ pub mod ring_admin;
 pub mod runtime;
 pub mod service;
 pub mod stats;
+pub mod transfer;
 
 pub use config::{Args, Config, ConfigError, Cores, Fsync};
 pub use connection::{CloseReason, ConnectionLimits, FrameHandler, Step};

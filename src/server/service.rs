@@ -795,6 +795,9 @@ impl ClientHandler {
             cluster.antientropy().serve(cluster, from, id, request, out);
             return Some(Step::Served { consumed });
         }
+        if self.core.cluster.transfer_request(from, id, message, out) {
+            return Some(Step::Served { consumed });
+        }
         if let Message::RingState(_) = message {
             let reply = Box::pin(self.core.cluster.clone().admin(id, AdminRequest::RingState));
             return Some(Step::Deferred { consumed, reply });
