@@ -409,6 +409,21 @@ pub const CLUSTER_MAILBOX_SENDS_MAX: usize = 8192;
 /// answers by its deadline) that keeps a lost answer from pinning a connection slot.
 pub const CLUSTER_REPLY_GRACE_MS: u64 = 5_000;
 
+/// Bit position of the request class in a peer frame's request id. Several state machines
+/// share one link per (shard, peer shard), each with its own request-id counter; the top two
+/// bits of the id name the machine a reply goes back to, the low 30 bits are its own id.
+pub const PEER_REQUEST_CLASS_SHIFT: u32 = 30;
+/// Request class of the coordinator and gossip (ids below 2^30, as before classes existed).
+pub const PEER_REQUEST_CLASS_COORDINATOR: u32 = 0;
+/// Request class of anti-entropy exchanges.
+pub const PEER_REQUEST_CLASS_ANTIENTROPY: u32 = 1;
+/// Request class of partition transfers.
+pub const PEER_REQUEST_CLASS_TRANSFER: u32 = 2;
+/// Request class of ring state and admin requests.
+pub const PEER_REQUEST_CLASS_RING: u32 = 3;
+
+const _: () = assert!(PEER_REQUEST_CLASS_RING < 1 << (32 - PEER_REQUEST_CLASS_SHIFT));
+
 const _: () = assert!(REQUEST_TIMEOUT_MS_DEFAULT <= REQUEST_TIMEOUT_MS_MAX);
 const _: () = assert!(PING_TIMEOUT_MS_DEFAULT >= PING_INTERVAL_MS_DEFAULT);
 const _: () = assert!(PEER_BACKOFF_MS_MIN <= PEER_BACKOFF_MS_MAX);
@@ -553,3 +568,33 @@ const _: () = assert!(TRANSFER_BATCHES_IN_FLIGHT_MAX >= 1);
 const _: () = assert!(TRANSFER_RESENDS_MAX >= 1 && TRANSFER_ROUNDS_MAX >= 1);
 const _: () = assert!(TRANSFERS_OUTGOING_MAX >= 1 && TRANSFERS_INCOMING_MAX >= 1);
 const _: () = assert!(PLAN_CHANGES_MAX <= MEMBERS_MAX);
+
+// ---------------------------------------------------------------------------------------
+// Partition transfer runtime (src/server/transfer.rs)
+// ---------------------------------------------------------------------------------------
+
+/// How long a shard keeps a partition's old copy after the ring flipped away from it, in
+/// milliseconds. Nodes that have not yet heard of the flip still route by the old ring and
+/// may count the old copy's acknowledgement toward W; two gossip rounds let the flip reach
+/// them, and a request timeout lets the writes they already sent finish (such a write is
+/// also double-written to the new holder, since the change is still pending there).
+/// Costs the old copy's disk space for this long.
+pub const DROP_GRACE_MS: u64 = 2 * GOSSIP_INTERVAL_MS_DEFAULT + REQUEST_TIMEOUT_MS_DEFAULT as u64;
+
+/// How often a sender reports a verified move to shard 0 again while the view does not
+/// show it done (a report travels over the bounded mailbox and may be dropped), in
+/// milliseconds. Each report is one mailbox message.
+pub const MOVE_DONE_RESEND_MS: u64 = 1_000;
+
+/// First back-off before a stalled transfer starts again, in milliseconds; it doubles with
+/// each stall of the same move. A stall is most often a receiver that has not yet seen the
+/// pending change (it refuses), which a gossip round or two fixes.
+pub const TRANSFER_RETRY_BACKOFF_MS_MIN: u64 = 500;
+
+/// Longest back-off before a stalled transfer starts again, in milliseconds: a receiver
+/// that stays away costs one full stream attempt this often.
+pub const TRANSFER_RETRY_BACKOFF_MS_MAX: u64 = 30_000;
+
+const _: () = assert!(TRANSFER_RETRY_BACKOFF_MS_MIN >= 1);
+const _: () = assert!(TRANSFER_RETRY_BACKOFF_MS_MIN <= TRANSFER_RETRY_BACKOFF_MS_MAX);
+const _: () = assert!(DROP_GRACE_MS >= 2 * GOSSIP_INTERVAL_MS_DEFAULT);

@@ -8,10 +8,12 @@
 //! a separate state machine.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use super::storage::{Lsn, ReplicaStore};
 use super::{
-    Action, ClientError, ClientReply, ClientRequest, Config, Liveness, Options, Origin, PeerMessage,
+    Action, AllReachable, ClientError, ClientReply, ClientRequest, Config, ExtraWriteTargets,
+    Liveness, Options, Origin, PeerMessage,
 };
 use crate::causal::{CausalError, CausalState, Context, Value};
 use crate::constants::{FORWARD_GRACE_MS, REPLICAS_MAX, REQUEST_TIMEOUT_MS_MAX};
@@ -50,6 +52,9 @@ pub struct Coordinator<S> {
     forwards_seen: BTreeSet<(u64, u16, u32)>,
     /// `forwards_seen` in arrival order, with when to forget each.
     forwards_expiry: VecDeque<(u64, (u64, u16, u32))>,
+    /// New holders of the partitions a pending ring change moves: they get every write
+    /// too (see [`ExtraWriteTargets`]).
+    extra_writes: Arc<ExtraWriteTargets>,
 }
 
 /// A request in flight to another shard.
@@ -147,7 +152,14 @@ impl<S: ReplicaStore> Coordinator<S> {
             local_hints: 0,
             forwards_seen: BTreeSet::new(),
             forwards_expiry: VecDeque::new(),
+            extra_writes: Arc::default(),
         }
+    }
+
+    /// The new holders that writes of moving partitions also go to, from now on (the
+    /// runtime sets them at each view: empty once the change has flipped).
+    pub fn set_extra_write_targets(&mut self, targets: Arc<ExtraWriteTargets>) {
+        self.extra_writes = targets;
     }
 
     /// The shard this coordinator runs on.
@@ -573,6 +585,40 @@ impl<S: ReplicaStore> Coordinator<S> {
             };
             self.send_request(op_id, replica, intended.is_none(), message, out);
         }
+        self.write_extra(partition.0, &key, &state, &preference, live, out);
+    }
+
+    /// Sends `state` to the extra write targets of `partition` that are not replicas
+    /// already: fire and forget, outside the op (no W, no failure, no hint), since they
+    /// are not owners yet. A lost write is caught by the transfer's root comparison.
+    fn write_extra(
+        &mut self,
+        partition: u32,
+        key: &[u8],
+        state: &CausalState,
+        replicas: &[Replica],
+        live: &dyn Liveness,
+        out: &mut Vec<Action>,
+    ) {
+        if self.extra_writes.is_empty() {
+            return;
+        }
+        let extra = self.extra_writes.clone();
+        for &to in extra.of(partition) {
+            if to == self.local || replicas.contains(&to) || !live.is_reachable(to.node) {
+                continue;
+            }
+            let request_id = self.fresh_request_id();
+            out.push(Action::Send {
+                to,
+                request_id,
+                message: PeerMessage::ReplicaWrite {
+                    partition,
+                    key: key.to_vec(),
+                    state: state.clone(),
+                },
+            });
+        }
     }
 
     /// A write reached a node without a replica of its key (on this shard): hand it to the
@@ -740,10 +786,13 @@ impl<S: ReplicaStore> Coordinator<S> {
         if merged.is_empty() {
             return;
         }
+        let asked: Vec<Replica> = read.answers.iter().map(|(replica, _)| *replica).collect();
+        let mut repaired = false;
         for (replica, state) in &read.answers {
             if state.as_ref() == Some(&merged) {
                 continue;
             }
+            repaired = true;
             if *replica == self.local {
                 // Best effort, like any repair: a failure leaves the replica as it was.
                 let _ = self.merge_local(read.partition, &read.key, &merged);
@@ -759,6 +808,13 @@ impl<S: ReplicaStore> Coordinator<S> {
                     },
                 });
             }
+        }
+        if repaired {
+            // The new holders of a moving partition get the repair too. A repair runs
+            // without the failure detector's view at hand: a message to an unreachable
+            // target is dropped by its link.
+            let partition = read.partition;
+            self.write_extra(partition, &read.key, &merged, &asked, &AllReachable, out);
         }
     }
 
@@ -1082,7 +1138,9 @@ impl<S: ReplicaStore> Coordinator<S> {
         // pending requests are bounded, so the loop ends at once).
         loop {
             let id = self.next_request_id;
-            self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+            self.next_request_id = (self.next_request_id.wrapping_add(1)
+                % (1 << crate::constants::PEER_REQUEST_CLASS_SHIFT))
+                .max(1);
             if !self.pending.contains_key(&id) {
                 return id;
             }

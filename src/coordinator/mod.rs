@@ -67,8 +67,14 @@
 //! from the gossiped membership, and reachability is each node's own view, never gossiped:
 //! direct pings with hysteresis (3 consecutive failures to go down, 2 answered pings to
 //! come back; request timeouts count as failures), see [`crate::gossip::FailureDetector`].
-//! Adding or removing nodes while data is stored (partition transfer) is not handled yet:
-//! until it is, a cluster is formed once and its nodes may only go down and come back.
+//!
+//! **During a ring change.** While a committed change moves a partition's replicas (the
+//! runtime's partition transfers, [`crate::membership::Handoff`]), the ring passed in stays
+//! the serving (old) ring until every move is verified, and the runtime sets the moves' new
+//! holders as [`ExtraWriteTargets`]: a PUT, DELETE or read repair of a moving partition
+//! also sends its state to them, fire and forget (not counted toward W, failures ignored:
+//! they are not owners yet, and the transfer's root comparison catches a lost one). Reads
+//! ask the serving ring's replicas only.
 //!
 //! # Where each state machine sits
 //!
@@ -110,6 +116,10 @@ use crate::constants::{
     HINT_DELIVERY_INTERVAL_MS_DEFAULT, READ_QUORUM_DEFAULT, REPLICAS_DEFAULT,
     REQUEST_TIMEOUT_MS_DEFAULT, WRITE_QUORUM_DEFAULT,
 };
+use std::collections::BTreeMap;
+
+use smallvec::SmallVec;
+
 use crate::ring::{NodeId, Replica};
 use crate::wire::ErrorCode;
 
@@ -374,6 +384,42 @@ pub enum Action {
         /// The silent node.
         node: NodeId,
     },
+}
+
+/// The new holders of the partitions a pending ring change moves: while a partition's
+/// replicas move, every write of it (PUT, DELETE, read repair) also goes to them, so the
+/// moved copy misses nothing written during the transfer. They are not owners yet: their
+/// answers do not count toward W and their failures fail nothing; reads never ask them.
+/// Built by the runtime from the pending change's moves (`to` of each move).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtraWriteTargets {
+    by_partition: BTreeMap<u32, SmallVec<[Replica; 4]>>,
+}
+
+impl ExtraWriteTargets {
+    /// The targets of `(partition, new holder)` pairs (duplicates kept once).
+    pub fn new(pairs: impl IntoIterator<Item = (u32, Replica)>) -> Self {
+        let mut by_partition: BTreeMap<u32, SmallVec<[Replica; 4]>> = BTreeMap::new();
+        for (partition, replica) in pairs {
+            let targets = by_partition.entry(partition).or_default();
+            if !targets.contains(&replica) {
+                targets.push(replica);
+            }
+        }
+        ExtraWriteTargets { by_partition }
+    }
+
+    /// The extra targets of `partition` (empty when it does not move).
+    pub fn of(&self, partition: u32) -> &[Replica] {
+        self.by_partition
+            .get(&partition)
+            .map_or(&[], |t| t.as_slice())
+    }
+
+    /// Whether no partition moves.
+    pub fn is_empty(&self) -> bool {
+        self.by_partition.is_empty()
+    }
 }
 
 /// Which nodes this shard may send to: the local failure detector's view.

@@ -2,6 +2,7 @@
 //! delivered (or dropped) explicitly, reachability set per test.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use super::*;
 use crate::causal::{Actor, Context};
@@ -646,4 +647,148 @@ fn a_replica_write_that_fails_is_hinted_by_the_coordinator_once() {
         cluster.state(failing, b"k"),
         cluster.state(coordinator, b"k")
     );
+}
+
+// --- double writes during a ring change ---------------------------------------------
+
+/// A cluster of 4 whose key `k` moves to the node outside its preference list: that node
+/// is set as the extra write target of the key's partition on every coordinator.
+fn moving_cluster() -> (Cluster, Vec<u64>, u64) {
+    let (cluster, preference, newcomer, _) = moving_cluster_with_targets();
+    (cluster, preference, newcomer)
+}
+
+fn moving_cluster_with_targets() -> (Cluster, Vec<u64>, u64, Arc<ExtraWriteTargets>) {
+    let mut cluster = Cluster::new(4, MemDurability::Always, Config::default());
+    let preference = cluster.preference(b"k");
+    let newcomer = cluster.extended(b"k")[0];
+    let partition = cluster.ring.partition_of(b"k").0;
+    let to = Replica {
+        node: NodeId(newcomer),
+        shard: ShardId(0),
+    };
+    let targets = Arc::new(ExtraWriteTargets::new([(partition, to)]));
+    for coordinator in cluster.nodes.values_mut() {
+        coordinator.set_extra_write_targets(targets.clone());
+    }
+    (cluster, preference, newcomer, targets)
+}
+
+#[test]
+fn a_write_of_a_moving_partition_also_reaches_its_new_holder() {
+    let (mut cluster, preference, newcomer) = moving_cluster();
+    // Through a non-replica too: the write is forwarded, and its coordinator double-writes.
+    for (via, value) in [(preference[0], b"v1"), (newcomer, b"v2")] {
+        let context = match cluster.ask(via, get(b"k")) {
+            ClientReply::Get { context, .. } => context,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(
+            cluster.ask(via, put(b"k", value, context)),
+            ClientReply::Put { .. }
+        ));
+        assert_eq!(
+            cluster.state(newcomer, b"k"),
+            cluster.state(preference[0], b"k"),
+            "the new holder has the write made through node {via}"
+        );
+    }
+    // A key of another partition does not go there.
+    let other = (0..1000)
+        .map(|i| format!("other-{i}").into_bytes())
+        .find(|key| {
+            cluster.ring.partition_of(key) != cluster.ring.partition_of(b"k")
+                && !cluster.preference(key).contains(&newcomer)
+        })
+        .expect("a key elsewhere");
+    cluster.ask(cluster.preference(&other)[0], put(&other, b"x", vec![]));
+    assert!(cluster.state(newcomer, &other).is_none());
+}
+
+#[test]
+fn the_new_holder_neither_counts_toward_w_nor_fails_a_write() {
+    let (mut cluster, preference, newcomer) = moving_cluster();
+    // The preference list's replicas answer nothing: the new holder's ack must not make W.
+    cluster.request(preference[0], put(b"k", b"v1", vec![]));
+    let replicas = [preference[1], preference[2]];
+    cluster.run(|message| matches!(message, PeerMessage::ReplicaWriteReply));
+    assert!(cluster.state(newcomer, b"k").is_some(), "it got the write");
+    assert!(
+        cluster.replies.is_empty(),
+        "W=2 is not met by the new holder"
+    );
+    cluster.tick(REQUEST_TIMEOUT_MS_DEFAULT.into());
+    cluster.run(|_| false);
+    let reply = cluster.last_reply();
+    assert_eq!(error_of(&reply).code, ErrorCode::Indeterminate);
+    assert!(replicas.iter().all(|r| cluster.state(*r, b"k").is_some()));
+
+    // The new holder is gone: writes still succeed with the replicas' W.
+    cluster.crashed.insert(newcomer);
+    let context = match cluster.ask(preference[0], get(b"k")) {
+        ClientReply::Get { context, .. } => context,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        cluster.ask(preference[0], put(b"k", b"v2", context)),
+        ClientReply::Put { .. }
+    ));
+    assert!(
+        !cluster.unresponsive.contains(&newcomer),
+        "nothing waits for the new holder, so nothing times out on it"
+    );
+}
+
+#[test]
+fn reads_ask_only_the_serving_replicas_and_repairs_reach_the_new_holder() {
+    let (mut cluster, preference, newcomer, targets) = moving_cluster_with_targets();
+    for coordinator in cluster.nodes.values_mut() {
+        coordinator.set_extra_write_targets(Arc::default());
+    }
+    // Written before the change began, while one replica missed it: the new holder has
+    // nothing yet.
+    let stale = preference[2];
+    cluster.crashed.insert(stale);
+    cluster.ask(preference[0], put(b"k", b"v1", vec![]));
+    cluster.crashed.clear();
+    assert!(cluster.state(newcomer, b"k").is_none());
+    for coordinator in cluster.nodes.values_mut() {
+        coordinator.set_extra_write_targets(targets.clone());
+    }
+    // The read asks the serving replicas only (the new holder, empty, would count toward
+    // R with nothing to say).
+    cluster.request(preference[1], get(b"k"));
+    let asked: BTreeSet<u64> = cluster
+        .queue
+        .iter()
+        .filter_map(|(_, action)| match action {
+            Action::Send {
+                to,
+                message: PeerMessage::ReplicaRead { .. },
+                ..
+            } => Some(to.node.0),
+            _ => None,
+        })
+        .collect();
+    assert!(!asked.contains(&newcomer), "asked {asked:?}");
+    cluster.run(|_| false);
+    assert_eq!(values(&cluster.last_reply()), vec![b"v1".to_vec()]);
+    // The stale replica was repaired, and the repair reached the new holder too.
+    let full = cluster.state(preference[0], b"k");
+    assert_eq!(cluster.state(stale, b"k"), full);
+    assert_eq!(cluster.state(newcomer, b"k"), full);
+}
+
+#[test]
+fn extra_targets_are_kept_once_per_partition() {
+    let r = |node| Replica {
+        node: NodeId(node),
+        shard: ShardId(0),
+    };
+    let targets = ExtraWriteTargets::new([(3, r(4)), (3, r(4)), (3, r(5)), (9, r(4))]);
+    assert_eq!(targets.of(3), [r(4), r(5)]);
+    assert_eq!(targets.of(9), [r(4)]);
+    assert!(targets.of(1).is_empty());
+    assert!(!targets.is_empty());
+    assert!(ExtraWriteTargets::default().is_empty());
 }

@@ -18,8 +18,8 @@ use crate::antientropy::shape::{leaf_of, LEAVES};
 use crate::antientropy::{Entry, MerkleView};
 use crate::causal::{CausalState, SiblingLimits};
 use crate::constants::{
-    BATCH_ENTRIES_MAX, FRAME_BODY_BYTES_MAX, TRANSFERS_INCOMING_MAX, TRANSFERS_OUTGOING_MAX,
-    TRANSFER_LEAVES_PER_READ,
+    BATCH_ENTRIES_MAX, FRAME_BODY_BYTES_MAX, PEER_REQUEST_CLASS_SHIFT, TRANSFERS_INCOMING_MAX,
+    TRANSFERS_OUTGOING_MAX, TRANSFER_LEAVES_PER_READ,
 };
 use crate::coordinator::{merge_into_store, MergeFailure, ReplicaStore};
 use crate::ring::Replica;
@@ -170,10 +170,13 @@ impl Handoff {
         {
             return Err(HandoffError::AlreadyRunning);
         }
+        // A transfer waiting for its flip does no more I/O, so it holds no slot: the flip
+        // waits for every move of the change, so counting it would deadlock a shard that
+        // sends more moves than it has slots.
         let running = self
             .outgoing
             .values()
-            .filter(|o| !is_finished(o.phase))
+            .filter(|o| matches!(o.phase, Phase::Streaming | Phase::Confirming))
             .count();
         if running >= TRANSFERS_OUTGOING_MAX {
             return Err(HandoffError::Overloaded);
@@ -200,6 +203,21 @@ impl Handoff {
         );
         self.advance(now, key, store, out);
         Ok(())
+    }
+
+    /// The partition of the batch or confirm in flight to `to` with `request_id`, if any:
+    /// the runtime maps an `ERROR` answer to [`TransferMessage::Refused`] with it.
+    pub fn request_partition(&self, to: Replica, request_id: u32) -> Option<u32> {
+        self.outgoing
+            .values()
+            .filter(|o| o.to == to)
+            .find(|o| {
+                o.confirm.is_some_and(|c| c.request_id == request_id)
+                    || o.in_flight
+                        .values()
+                        .any(|b| b.sent.request_id == request_id)
+            })
+            .map(|o| o.partition)
     }
 
     /// Expects `partition` from `from` for the ring of `ring_epoch` (replacing an earlier
@@ -545,8 +563,9 @@ impl Handoff {
 
     fn fresh_request_id(&mut self) -> u32 {
         // 0 marks a batch not sent yet.
+        // Ids stay below 2^30: the runtime puts the transfer class in the top two bits.
         let id = self.next_request_id;
-        self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+        self.next_request_id = (self.next_request_id.wrapping_add(1) & REQUEST_ID_MASK).max(1);
         id
     }
 
@@ -659,6 +678,9 @@ fn pack<S: MerkleView>(
     }
     Ok(LEAVES)
 }
+
+/// Request ids use the bits below the runtime's request class.
+const REQUEST_ID_MASK: u32 = (1 << PEER_REQUEST_CLASS_SHIFT) - 1;
 
 /// Bytes of an `Entry` record besides its key and state: the two length prefixes.
 const ENTRY_FIXED_BYTES: usize = 8;

@@ -67,11 +67,13 @@
 
 mod handoff;
 mod plan;
+mod state;
 #[cfg(test)]
 mod tests;
 
 pub use handoff::{Handoff, HandoffError};
 pub use plan::{Change, NodeMoves, Plan, PlanError, Preview, ReplicaMove};
+pub use state::{CommitError, PendingChange, RingMode, RingState, RingStateError};
 
 use crate::antientropy::Entry;
 use crate::constants::{

@@ -42,12 +42,14 @@ use super::commit::GroupCommit;
 use super::config::Config;
 use super::convert;
 use super::mailbox::Mailbox;
-use super::peer::{Identity, Link, LinkKey, LinkOwner};
+use super::peer::{request_class, tag_request_id, Identity, Link, LinkKey, LinkOwner};
 use super::replica_store::StoreReplicas;
 use super::service::{ShardRequest, ShardResponse};
 use super::stats::StatEntry;
+use super::transfer::{PendingMoves, TransferAction, Transfers};
 use crate::constants::{
     CLUSTER_MAILBOX_SENDS_MAX, CLUSTER_TICK_MS, PARTITIONS_DEFAULT, PEER_PSEUDO_SHARD_BASE,
+    PEER_REQUEST_CLASS_TRANSFER,
 };
 use crate::coordinator::{
     self, Action, ClientReply, ClientRequest, Coordinator, Liveness, Origin, PeerMessage,
@@ -56,8 +58,9 @@ use crate::coordinator::{
 use crate::gossip::{
     DetectorConfig, FailureDetector, Gossip, GossipConfig, GossipMessage, GossipPeer, NodeState,
 };
+use crate::membership::HandoffConfig;
 use crate::ring::{Member, NodeId, Replica, Ring, ShardId};
-use crate::wire::{Frame, NodeStatus};
+use crate::wire::{Frame, Message, NodeStatus};
 
 /// Name of the persisted membership in the data directory.
 const GOSSIP_FILE: &str = "GOSSIP";
@@ -135,6 +138,8 @@ pub struct Cluster {
     /// Set once shutdown began: timers and links end.
     stopping: Cell<bool>,
     counters: Counters,
+    /// Partition transfers of a ring change (see [`super::transfer`]).
+    transfers: RefCell<Transfers>,
 }
 
 /// Awaited answers by key.
@@ -267,6 +272,11 @@ impl Cluster {
             membership,
             stopping: Cell::new(false),
             counters: Counters::default(),
+            transfers: RefCell::new(Transfers::new(
+                local,
+                HandoffConfig::default(),
+                coordinator_config.sibling_limits,
+            )),
         });
         Ok(cluster)
     }
@@ -397,7 +407,7 @@ impl Cluster {
                 ShardResponse::Done
             }
             ClusterRequest::View(view) => {
-                *self.view.borrow_mut() = Rc::new(view);
+                self.set_view(view);
                 ShardResponse::Done
             }
         }
@@ -409,6 +419,7 @@ impl Cluster {
         let out =
             self.drive(|now, coordinator, view, out| coordinator.tick(now, &view.ring, view, out));
         self.actions(out, true);
+        self.transfer_tick();
     }
 
     /// This shard's cluster counters for STATS.
@@ -425,6 +436,13 @@ impl Cluster {
             let down = self.view().down.len();
             push("peers_down", u64::try_from(down).unwrap_or(u64::MAX));
         }
+        let t = self.transfers.borrow().counters();
+        push("transfer_active", t.active);
+        push("transfer_keys_sent", t.keys_sent);
+        push("transfer_keys_received", t.keys_received);
+        push("transfer_done", t.done);
+        push("transfer_stalled", t.stalled);
+        push("partitions_dropped", t.partitions_dropped);
     }
 
     // --- driving the coordinator --------------------------------------------------------
@@ -764,7 +782,7 @@ impl Cluster {
         for shard in (0..count).filter(|&s| s != self.local.shard.0) {
             self.mailbox_send(shard, ClusterRequest::View(view.clone()));
         }
-        *self.view.borrow_mut() = Rc::new(view);
+        self.set_view(view);
     }
 
     fn shard_count(&self) -> u16 {
@@ -785,6 +803,156 @@ impl Cluster {
             }
         }
     }
+}
+
+// --- partition transfer (see super::transfer) -----------------------------------------
+
+impl Cluster {
+    /// Routes by `view` from now on; the transfers follow its pending change.
+    fn set_view(self: &Rc<Self>, view: SharedView) {
+        let view = Rc::new(view);
+        *self.view.borrow_mut() = view.clone();
+        let pending = pending_moves(&view);
+        let targets = self.transfers.borrow_mut().view(
+            self.now(),
+            &view.ring,
+            pending,
+            usize::from(self.n),
+            &*view,
+        );
+        if let Some(targets) = targets {
+            self.coordinator
+                .borrow_mut()
+                .set_extra_write_targets(targets);
+        }
+    }
+
+    fn transfer_tick(self: &Rc<Self>) {
+        let mut out = Vec::new();
+        {
+            let coordinator = self.coordinator.borrow();
+            let mut transfers = self.transfers.borrow_mut();
+            transfers.tick(self.now(), coordinator.store(), &mut out);
+        }
+        self.transfer_actions(out);
+    }
+
+    /// A TRANSFER_BATCH or TRANSFER_CONFIRM on a peer connection from `from` (a pseudo
+    /// replica): handled at once, its answer appended to `reply`. False for any other
+    /// message.
+    pub fn transfer_request(
+        self: &Rc<Self>,
+        from: Replica,
+        request_id: u32,
+        message: &Message<'_>,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        let Some(message) = convert::transfer_message(message) else {
+            return false;
+        };
+        let mut out = Vec::new();
+        self.with_store(|now, store, transfers| {
+            transfers.request(now, from, request_id, message, store, &mut out)
+        });
+        let mut rest = Vec::new();
+        for action in out {
+            match action {
+                TransferAction::Send {
+                    to,
+                    request_id,
+                    message,
+                } if to == from => {
+                    if convert::encode_transfer(request_id, &message, reply).is_err() {
+                        bump(&self.counters.dropped);
+                    }
+                }
+                other => rest.push(other),
+            }
+        }
+        self.transfer_actions(rest);
+        true
+    }
+
+    /// A reply on this shard's link `key` to a transfer request; false if it is not one.
+    fn transfer_reply(self: &Rc<Self>, key: &LinkKey, frame: &Frame<'_>) -> bool {
+        let (class, request_id) = request_class(frame.request_id);
+        let message = match convert::transfer_message(&frame.message) {
+            Some(message) => Ok(message),
+            None if class != PEER_REQUEST_CLASS_TRANSFER => return false,
+            None => match &frame.message {
+                Message::Error(e) => Err(e.code),
+                _ => return true, // A transfer request id on something else: dropped.
+            },
+        };
+        let LinkKey::Replica(from) = key else {
+            return true;
+        };
+        let mut out = Vec::new();
+        self.with_store(|now, store, transfers| {
+            transfers.reply(now, *from, request_id, message, store, &mut out)
+        });
+        self.transfer_actions(out);
+        true
+    }
+
+    /// Runs `step` over the shard's store and transfers, then asks for a sync if it wrote.
+    fn with_store(&self, step: impl FnOnce(u64, &mut StoreReplicas, &mut Transfers)) {
+        let now = self.now();
+        let needs_sync = {
+            let mut coordinator = self.coordinator.borrow_mut();
+            let mut transfers = self.transfers.borrow_mut();
+            step(now, coordinator.store_mut(), &mut transfers);
+            coordinator.store().needs_sync()
+        };
+        if needs_sync {
+            self.commits.request_sync();
+        }
+    }
+
+    fn transfer_actions(self: &Rc<Self>, out: Vec<TransferAction>) {
+        for action in out {
+            match action {
+                TransferAction::Send {
+                    to,
+                    request_id,
+                    message,
+                } => {
+                    let id = tag_request_id(PEER_REQUEST_CLASS_TRANSFER, request_id);
+                    let mut frame = Vec::new();
+                    let sent = to.shard.0 < PEER_PSEUDO_SHARD_BASE
+                        && convert::encode_transfer(id, &message, &mut frame).is_ok()
+                        && self.link(LinkKey::Replica(to)).push(frame);
+                    if !sent {
+                        // The transfer's own timeout sends it again.
+                        bump(&self.counters.dropped);
+                    }
+                }
+                TransferAction::MoveDone { epoch, index } => {
+                    let _ = (epoch, index); // MOVEDONE-STUB
+                }
+                TransferAction::DropPartition { partition } => {
+                    let dropped = self.with_store_result(|store| store.drop_partition(partition));
+                    match dropped {
+                        Ok(_) => info!(partition, "dropped a partition moved away"),
+                        Err(error) => warn!(partition, ?error, "cannot drop a partition"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn with_store_result<T>(&self, f: impl FnOnce(&mut StoreReplicas) -> T) -> T {
+        let result = f(self.coordinator.borrow_mut().store_mut());
+        if self.coordinator.borrow().store().needs_sync() {
+            self.commits.request_sync();
+        }
+        result
+    }
+}
+
+/// The view's pending change as the transfers take it.
+fn pending_moves(_view: &SharedView) -> Option<PendingMoves<'_>> {
+    None // PENDING-STUB
 }
 
 /// Where `shard` of the node `state` describes listens: the host of its gossiped common
@@ -819,6 +987,9 @@ impl LinkOwner for Cluster {
 
     fn on_reply(self: &Rc<Self>, key: &LinkKey, frame: Frame<'_>) {
         let this = self;
+        if this.transfer_reply(key, &frame) {
+            return;
+        }
         if let Some(message) = convert::gossip_message(&frame.message) {
             if matches!(
                 message,

@@ -13,9 +13,11 @@
 //! latter, which keeps the whole error (answered, needed, message) for a forwarded write;
 //! for replica requests the coordinator treats both as a failed answer.
 
+use crate::antientropy::Entry as TransferEntry;
 use crate::causal::{Actor, CausalState, Dot};
 use crate::coordinator::{ClientError, ClientReply, ClientRequest, Options, PeerMessage};
 use crate::gossip::{GossipMessage, NodeState};
+use crate::membership::TransferMessage;
 use crate::ring::NodeId;
 use crate::wire::{
     self, Delete, DeleteReply, ErrorCode, ErrorReply, Get, GetReply, GossipDigest, GossipState,
@@ -665,5 +667,237 @@ mod tests {
             message: long,
         });
         frame(|out| encode_client_reply(1, &reply, out));
+    }
+}
+
+// --- partition transfer (TRANSFER_BATCH, TRANSFER_ACK, TRANSFER_CONFIRM and their replies)
+
+/// TRANSFER_BATCH, TRANSFER_ACK, TRANSFER_CONFIRM or TRANSFER_CONFIRM_REPLY as a transfer
+/// message (entries copied out of the receive buffer); `None` for any other message. An
+/// `ERROR` answering a transfer request is [`transfer_refusal`]'s.
+pub fn transfer_message(message: &Message<'_>) -> Option<TransferMessage> {
+    Some(match message {
+        Message::TransferBatch(m) => TransferMessage::Batch {
+            partition: m.partition,
+            ring_epoch: m.ring_epoch,
+            sequence: m.sequence,
+            last: m.last,
+            entries: m
+                .entries
+                .iter()
+                .map(|entry| TransferEntry {
+                    key: entry.key.to_vec(),
+                    state: entry.state.to_vec(),
+                })
+                .collect(),
+        },
+        Message::TransferAck(m) => TransferMessage::Ack {
+            partition: m.partition,
+            sequence: m.sequence,
+        },
+        Message::TransferConfirm(m) => TransferMessage::Confirm {
+            partition: m.partition,
+            ring_epoch: m.ring_epoch,
+            key_count: m.key_count,
+            merkle_root: m.merkle_root,
+        },
+        Message::TransferConfirmReply(m) => TransferMessage::ConfirmReply {
+            partition: m.partition,
+            key_count: m.key_count,
+            merkle_root: m.merkle_root,
+        },
+        _ => return None,
+    })
+}
+
+/// An `ERROR` answering a transfer request about `partition` (the runtime knows it from the
+/// request id) as [`TransferMessage::Refused`]; `None` for any other message.
+pub fn transfer_refusal(message: &Message<'_>, partition: u32) -> Option<TransferMessage> {
+    match message {
+        Message::Error(e) => Some(TransferMessage::Refused {
+            partition,
+            code: e.code,
+        }),
+        _ => None,
+    }
+}
+
+/// Appends the frame of a transfer message with `request_id`; a refusal becomes an `ERROR`
+/// with its code. Entry states are not decoded here: the receiving machine decodes each
+/// one and counts those that do not (a bad entry must not refuse the whole batch).
+pub fn encode_transfer(
+    request_id: u32,
+    message: &TransferMessage,
+    out: &mut Vec<u8>,
+) -> Result<(), wire::Error> {
+    match message {
+        TransferMessage::Batch {
+            partition,
+            ring_epoch,
+            sequence,
+            last,
+            entries,
+        } => {
+            let entries: Vec<wire::Entry<'_>> = entries
+                .iter()
+                .map(|entry| wire::Entry {
+                    key: &entry.key,
+                    state: &entry.state,
+                })
+                .collect();
+            let m = wire::TransferBatch {
+                partition: *partition,
+                ring_epoch: *ring_epoch,
+                sequence: *sequence,
+                last: *last,
+                entries: List::Owned(entries),
+            };
+            wire::encode(request_id, &Message::TransferBatch(m), out)
+        }
+        TransferMessage::Ack {
+            partition,
+            sequence,
+        } => {
+            let m = wire::TransferAck {
+                partition: *partition,
+                sequence: *sequence,
+            };
+            wire::encode(request_id, &Message::TransferAck(m), out)
+        }
+        TransferMessage::Confirm {
+            partition,
+            ring_epoch,
+            key_count,
+            merkle_root,
+        } => {
+            let m = wire::TransferConfirm {
+                partition: *partition,
+                ring_epoch: *ring_epoch,
+                key_count: *key_count,
+                merkle_root: *merkle_root,
+            };
+            wire::encode(request_id, &Message::TransferConfirm(m), out)
+        }
+        TransferMessage::ConfirmReply {
+            partition,
+            key_count,
+            merkle_root,
+        } => {
+            let m = wire::TransferConfirmReply {
+                partition: *partition,
+                key_count: *key_count,
+                merkle_root: *merkle_root,
+            };
+            wire::encode(request_id, &Message::TransferConfirmReply(m), out)
+        }
+        TransferMessage::Refused { code, .. } => {
+            let m = ErrorReply {
+                code: *code,
+                answered: 0,
+                needed: 0,
+                ring_epoch: 0,
+                message: "this shard does not expect the transfer",
+            };
+            wire::encode(request_id, &Message::Error(m), out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod transfer_tests {
+    use super::*;
+    use crate::wire::Decoded;
+
+    fn round_trip(message: &TransferMessage, check: impl FnOnce(u32, &Message<'_>)) {
+        let mut bytes = Vec::new();
+        encode_transfer(0x8000_0005, message, &mut bytes).expect("encodes");
+        match wire::decode(&bytes).expect("decodes") {
+            Decoded::Frame { frame, consumed } => {
+                assert_eq!(consumed, bytes.len());
+                check(frame.request_id, &frame.message);
+            }
+            Decoded::Incomplete { .. } => panic!("incomplete"),
+        }
+    }
+
+    #[test]
+    fn transfer_messages_round_trip() {
+        let entry = |key: &[u8], state: &[u8]| TransferEntry {
+            key: key.to_vec(),
+            state: state.to_vec(),
+        };
+        let messages = [
+            TransferMessage::Batch {
+                partition: 17,
+                ring_epoch: 9,
+                sequence: 3,
+                last: true,
+                entries: vec![entry(b"a", b"state a"), entry(b"bb", b"")],
+            },
+            TransferMessage::Batch {
+                partition: 0,
+                ring_epoch: u64::MAX,
+                sequence: 0,
+                last: false,
+                entries: Vec::new(),
+            },
+            TransferMessage::Ack {
+                partition: 17,
+                sequence: 3,
+            },
+            TransferMessage::Confirm {
+                partition: 1023,
+                ring_epoch: 9,
+                key_count: 100_000,
+                merkle_root: 0xdead_beef_0bad_f00d,
+            },
+            TransferMessage::ConfirmReply {
+                partition: 1023,
+                key_count: 99_999,
+                merkle_root: 7,
+            },
+        ];
+        for message in messages {
+            round_trip(&message, |id, decoded| {
+                assert_eq!(id, 0x8000_0005, "the request id travels unchanged");
+                assert_eq!(transfer_message(decoded).as_ref(), Some(&message));
+                assert_eq!(transfer_refusal(decoded, 1), None, "not an ERROR");
+                assert_eq!(gossip_message(decoded), None);
+                assert_eq!(peer_request(decoded), Ok(None), "not a coordinator request");
+                assert_eq!(peer_reply(decoded), Ok(None), "not a coordinator reply");
+            });
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_an_error_reply_carrying_its_code() {
+        let refusal = TransferMessage::Refused {
+            partition: 12,
+            code: ErrorCode::NotOwner,
+        };
+        round_trip(&refusal, |_, decoded| {
+            assert_eq!(transfer_message(decoded), None);
+            // The partition is the request's, which the runtime supplies.
+            assert_eq!(transfer_refusal(decoded, 12), Some(refusal.clone()));
+        });
+    }
+
+    #[test]
+    fn a_batch_over_the_wire_limit_does_not_encode() {
+        let entries = (0..=crate::constants::BATCH_ENTRIES_MAX)
+            .map(|i| TransferEntry {
+                key: (i as u32).to_le_bytes().to_vec(),
+                state: Vec::new(),
+            })
+            .collect();
+        let batch = TransferMessage::Batch {
+            partition: 1,
+            ring_epoch: 1,
+            sequence: 0,
+            last: true,
+            entries,
+        };
+        let mut out = Vec::new();
+        assert!(encode_transfer(1, &batch, &mut out).is_err());
     }
 }

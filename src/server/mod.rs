@@ -32,6 +32,7 @@ pub mod replica_store;
 pub mod runtime;
 pub mod service;
 pub mod stats;
+pub mod transfer;
 
 pub use config::{Args, Config, ConfigError, Cores, Fsync};
 pub use connection::{CloseReason, ConnectionLimits, FrameHandler, Step};

@@ -30,9 +30,24 @@ use tracing::debug;
 
 use crate::constants::{
     PEER_BACKOFF_MS_MAX, PEER_BACKOFF_MS_MIN, PEER_CONNECT_TIMEOUT_MS, PEER_LINK_QUEUE_FRAMES_MAX,
+    PEER_REQUEST_CLASS_SHIFT,
 };
 use crate::ring::Replica;
 use crate::wire::{self, Decoded, Frame, Hello, Message, Role};
+
+/// The wire request id of request `id` of state machine `class` (a
+/// `PEER_REQUEST_CLASS_*` constant): the class in the top two bits, the id's low 30 bits
+/// below it, so the machines sharing a link keep their own counters.
+pub fn tag_request_id(class: u32, id: u32) -> u32 {
+    let mask = (1u32 << PEER_REQUEST_CLASS_SHIFT) - 1;
+    (class << PEER_REQUEST_CLASS_SHIFT) | (id & mask)
+}
+
+/// The (class, id) a wire request id carries: the inverse of [`tag_request_id`].
+pub fn request_class(wire_id: u32) -> (u32, u32) {
+    let mask = (1u32 << PEER_REQUEST_CLASS_SHIFT) - 1;
+    (wire_id >> PEER_REQUEST_CLASS_SHIFT, wire_id & mask)
+}
 
 /// Where a link goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -325,6 +340,38 @@ mod tests {
             node: crate::ring::NodeId(node),
             shard: crate::ring::ShardId(0),
         })
+    }
+
+    #[test]
+    fn request_classes_round_trip_and_stay_apart() {
+        use crate::constants::{
+            PEER_REQUEST_CLASS_ANTIENTROPY, PEER_REQUEST_CLASS_COORDINATOR,
+            PEER_REQUEST_CLASS_RING, PEER_REQUEST_CLASS_TRANSFER,
+        };
+        let classes = [
+            PEER_REQUEST_CLASS_COORDINATOR,
+            PEER_REQUEST_CLASS_ANTIENTROPY,
+            PEER_REQUEST_CLASS_TRANSFER,
+            PEER_REQUEST_CLASS_RING,
+        ];
+        for class in classes {
+            for id in [0, 1, 12_345, (1 << 30) - 1] {
+                assert_eq!(request_class(tag_request_id(class, id)), (class, id));
+            }
+        }
+        // Coordinator ids are the wire ids unchanged (as before classes existed).
+        assert_eq!(tag_request_id(PEER_REQUEST_CLASS_COORDINATOR, 77), 77);
+        assert_eq!(request_class(77), (PEER_REQUEST_CLASS_COORDINATOR, 77));
+        // An id past 30 bits is masked, never spills into the class.
+        let tagged = tag_request_id(PEER_REQUEST_CLASS_ANTIENTROPY, u32::MAX);
+        assert_eq!(
+            request_class(tagged),
+            (PEER_REQUEST_CLASS_ANTIENTROPY, (1 << 30) - 1)
+        );
+        assert_eq!(
+            request_class(u32::MAX),
+            (PEER_REQUEST_CLASS_RING, (1 << 30) - 1)
+        );
     }
 
     #[test]

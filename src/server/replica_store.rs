@@ -46,6 +46,16 @@ impl StoreReplicas {
         self.durability == Durability::Group && self.written.get() > self.store_durable()
     }
 
+    /// Deletes the shard's copy of `partition` (its keys and its tree): a ring change moved
+    /// it away and the grace after the flip has passed. Its LSN joins the group commit
+    /// like any write.
+    pub fn drop_partition(&mut self, partition: u32) -> Result<Lsn, StorageError> {
+        let mut store = self.store.borrow_mut();
+        let store = store.as_mut().ok_or(StorageError::Io)?;
+        let lsn = store.drop_partition(partition).map_err(storage_error)?;
+        Ok(self.wrote(lsn))
+    }
+
     fn store_durable(&self) -> Lsn {
         self.store.borrow().as_ref().map_or(0, Store::durable_lsn)
     }

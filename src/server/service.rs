@@ -714,6 +714,9 @@ impl ClientHandler {
             };
             return Some(step);
         }
+        if self.core.cluster.transfer_request(from, id, message, out) {
+            return Some(Step::Served { consumed });
+        }
         match convert::peer_request(message) {
             Ok(Some(request)) => {
                 let (slot, guard) = self.core.cluster.peer_request(from, id, request);

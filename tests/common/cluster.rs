@@ -81,6 +81,13 @@ impl Cluster {
         self.nodes.len() - 1
     }
 
+    /// Starts one more node without seeds (it knows nobody until an admin `join`); it is
+    /// stopped with the cluster.
+    pub fn start_unseeded(&mut self, id: u64, extra: &[&str]) -> usize {
+        self.nodes.push(Node::start(id, &[], extra));
+        self.nodes.len() - 1
+    }
+
     /// Waits until every running node lists every node of the cluster.
     pub fn wait_converged(&self) {
         let ids: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
@@ -258,6 +265,36 @@ impl Node {
                 self.id
             );
         }
+    }
+
+    /// Runs `rotor --server <this node> ARGS` (e.g. `admin status`) and returns its
+    /// standard output, or a failure with its exit status and both outputs.
+    pub fn rotor(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new(env!("CARGO_BIN_EXE_rotor"))
+            .arg("--server")
+            .arg(self.listen.to_string())
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run rotor: {e}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            return Ok(stdout);
+        }
+        Err(format!(
+            "rotor {args:?} via node {}: {}\nstdout: {stdout}\nstderr: {}",
+            self.id,
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+
+    /// The sum of `name` over this node's shards from its STATS.
+    pub fn stat(&self, name: &str) -> Result<u64, String> {
+        let stats = Client::connect_with(self.listen, ClientConfig::default())
+            .and_then(|mut client| client.stats())
+            .map_err(|e| format!("STATS of node {}: {e}", self.id))?;
+        stat_value(&stats, name)
+            .ok_or_else(|| format!("node {} reports no `{name}` in STATS", self.id))
     }
 
     fn signal(&self, signal: &str) {
