@@ -36,8 +36,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    address, gossip_config, node_state, replica, Event, NodeRun, SimNode, Simulation,
-    SIM_GOSSIP_MS,
+    address, gossip_config, node_state, replica, Event, NodeRun, SimNode, Simulation, SIM_GOSSIP_MS,
 };
 use crate::antientropy::AntiEntropy;
 use crate::causal::{Actor, SiblingLimits};
@@ -122,11 +121,7 @@ pub(super) fn handoff(node: u64) -> Handoff {
 
 /// The nodes a node's failure detector watches: its gossip peers, narrowed in committed
 /// mode to the members of its serving and next rings.
-pub(super) fn detector_peers(
-    gossip: &Gossip,
-    ring: &Ring,
-    member: &Membership,
-) -> Vec<NodeId> {
+pub(super) fn detector_peers(gossip: &Gossip, ring: &Ring, member: &Membership) -> Vec<NodeId> {
     let peers = gossip.peers();
     if !member.committed {
         return peers;
@@ -215,7 +210,9 @@ impl Simulation {
         }
     }
 
-    /// A ring state from `from` arrived at `to`.
+    /// A ring state from `from` arrived at `to`: the newer target epoch wins, done flags
+    /// of one epoch are ORed, and a pushed state is answered with the receiver's own (so
+    /// a node that left the ring still hears the others serve it).
     pub(super) fn ring_state_arrived(
         &mut self,
         from: u64,
@@ -223,6 +220,13 @@ impl Simulation {
         theirs: (Ring, Option<SimPending>),
         reply: bool,
     ) {
+        self.merge_ring_state(from, to, theirs);
+        if !reply {
+            self.send_ring_state(to, from, true);
+        }
+    }
+
+    fn merge_ring_state(&mut self, from: u64, to: u64, theirs: (Ring, Option<SimPending>)) {
         let (ring_in, pending_in) = theirs;
         let Some(NodeRun::Running { ring, member, .. }) = self.running(to) else {
             return;
@@ -233,18 +237,15 @@ impl Simulation {
         }
         let mine = version(ring, member.pending.as_ref());
         let other = version(&ring_in, pending_in.as_ref());
-        if other < mine {
-            if !reply {
-                self.send_ring_state(to, from, true);
-            }
+        if other.0 < mine.0 || (other.0 == mine.0 && other.1 < mine.1) {
             return;
         }
-        if other == mine {
+        if other.0 == mine.0 && other.1 == 1 && mine.1 == 1 {
             return;
         }
-        // Theirs is further along.
-        let mine_pending = member.pending.as_ref().map(|p| p.epoch);
-        if let Some(epoch) = mine_pending {
+        // Theirs targets a later epoch, or the same one flipped, or the same change with
+        // (maybe) other moves done.
+        if let Some(epoch) = member.pending.as_ref().map(|p| p.epoch) {
             if epoch < other.0 || pending_in.is_none() {
                 // My change flipped elsewhere (a later state exists).
                 self.flip_local(to);
@@ -256,23 +257,29 @@ impl Simulation {
         if ring_in.epoch() > ring.epoch() {
             *ring = ring_in;
         }
-        match pending_in {
-            Some(p) if p.epoch > ring.epoch() => match &mut member.pending {
+        let mut changed = false;
+        if let Some(p) = pending_in.filter(|p| p.epoch > ring.epoch()) {
+            match &mut member.pending {
                 Some(mine) if mine.epoch == p.epoch => {
                     for (d, theirs) in mine.done.iter_mut().zip(&p.done) {
-                        *d |= *theirs;
+                        if *theirs && !*d {
+                            *d = true;
+                            changed = true;
+                        }
                     }
                 }
-                _ => member.pending = Some(p),
-            },
-            _ => {}
+                _ => {
+                    member.pending = Some(p);
+                    changed = true;
+                }
+            }
         }
         let all_done = member.pending.as_ref().is_some_and(SimPending::all_done);
         let epoch = ring.epoch();
         member.epochs.insert(to, epoch);
         if all_done {
             self.flip_local(to);
-        } else {
+        } else if changed {
             self.start_moves(to);
         }
         self.refresh_peers(to);
@@ -566,9 +573,16 @@ impl Simulation {
                 for replica in list.iter() {
                     if replica.node.0 == node {
                         let limits = SiblingLimits::default();
-                        let _ = merge_into_store(store, hint.partition, &hint.key, &hint.state, &limits);
+                        let _ = merge_into_store(
+                            store,
+                            hint.partition,
+                            &hint.key,
+                            &hint.state,
+                            &limits,
+                        );
                     } else {
-                        let _ = store.put_hint(replica.node, hint.partition, &hint.key, &hint.state);
+                        let _ =
+                            store.put_hint(replica.node, hint.partition, &hint.key, &hint.state);
                     }
                 }
                 let _ = store.delete_hint(target, hint.hint_id);
@@ -603,10 +617,12 @@ impl Simulation {
         let mut purged = Vec::new();
         for grant in grants {
             let store = coordinator.store_mut();
-            let keys = store.purge_tombstones(grant.partition, grant.lsn_max, PURGE_BATCH, |k, lsn| {
-                grant.allows(k, lsn)
-            });
-            purged.extend(keys);
+            let gone =
+                store.purge_tombstones(grant.partition, grant.lsn_max, PURGE_BATCH, |k, lsn| {
+                    grant.allows(k, lsn)
+                });
+            antientropy.note_purged(grant.partition, &gone);
+            purged.extend(gone.into_iter().map(|(key, _)| key));
         }
         if !purged.is_empty() {
             self.tombstones_purged += purged.len() as u64;
@@ -635,7 +651,11 @@ impl Simulation {
                     let Ok(Some(state)) = coordinator.store().get_state(partition, &key) else {
                         continue;
                     };
-                    for m in member.forwarding.iter().filter(|m| m.partition.0 == partition) {
+                    for m in member
+                        .forwarding
+                        .iter()
+                        .filter(|m| m.partition.0 == partition)
+                    {
                         sends.push((m.to, partition, key.clone(), state.clone()));
                     }
                 }
@@ -673,6 +693,16 @@ impl Simulation {
     /// epoch, with no change pending.
     fn admin_node(&mut self) -> Option<u64> {
         let last = self.last_epoch;
+        // The operator waits until the last change shows finished everywhere.
+        let finished = self.nodes.iter().enumerate().all(|(i, n)| {
+            let id = i as u64 + 1;
+            self.dead.contains(&id)
+                || matches!(&n.state, NodeRun::Running { ring, member, .. }
+                    if member.pending.is_none() && ring.epoch() == last)
+        });
+        if !finished {
+            return None;
+        }
         let candidates: Vec<u64> = self
             .nodes
             .iter()
@@ -716,7 +746,8 @@ impl Simulation {
         } else {
             self.rng.below(4)
         };
-        let pick = members[self.rng.below(members.len() as u64) as usize].clone();
+        let others: Vec<&Member> = members.iter().filter(|m| m.id.0 != at).collect();
+        let pick = others[self.rng.below(others.len() as u64) as usize].clone();
         match kind {
             0 => {
                 let id = self.add_node(at);
@@ -784,7 +815,9 @@ impl Simulation {
                 self.broadcast_ring_state(at);
             }
             other => {
-                let what = other.map(|_| "no moves".to_owned()).map_err(|e| e.to_string());
+                let what = other
+                    .map(|_| "no moves".to_owned())
+                    .map_err(|e| e.to_string());
                 self.note(format!("n{at} plan {change:?} not committed: {what:?}"));
             }
         }
@@ -803,7 +836,12 @@ impl Simulation {
             status: crate::wire::NodeStatus::Joining,
             ..node_state(id)
         };
-        let gossip = Gossip::new(state, vec![address(seed)], gossip_config(), self.rng.next_u64());
+        let gossip = Gossip::new(
+            state,
+            vec![address(seed)],
+            gossip_config(),
+            self.rng.next_u64(),
+        );
         let Some(NodeRun::Running { ring, member, .. }) = self.running(seed) else {
             return id;
         };
@@ -968,7 +1006,9 @@ impl Simulation {
 }
 
 /// Reads the restart state of a node from its ring file.
-pub(super) fn restored(ring_file: &Option<(Ring, Option<SimPending>)>) -> Option<(Ring, Membership)> {
+pub(super) fn restored(
+    ring_file: &Option<(Ring, Option<SimPending>)>,
+) -> Option<(Ring, Membership)> {
     let (ring, pending) = ring_file.as_ref()?;
     Some((
         ring.clone(),

@@ -135,25 +135,28 @@ impl History {
     /// and 4.
     pub fn final_read(&mut self, key: &[u8], values: &[Vec<u8>]) -> Result<(), String> {
         self.read(key, values)?;
-        let acked_covering = |dot| {
-            self.writes.iter().find(|other| {
+        // Only a write issued after another can cover it (its context came from a read
+        // that saw it). Purged tombstones restart a key's dot counters, so an older
+        // context may name a newer write's dot: that is not a supersession.
+        let acked_covering = |index: usize, dot| {
+            self.writes.iter().skip(index + 1).find(|other| {
                 other.key == key
                     && matches!(other.outcome, Outcome::Acked(_))
                     && other.context.covers(dot)
             })
         };
         for value in values {
-            let Some(write) = self
+            let Some((index, write)) = self
                 .by_value
                 .get(&(key.to_vec(), value.clone()))
-                .and_then(|&i| self.writes.get(i))
+                .and_then(|&i| Some((i, self.writes.get(i)?)))
             else {
                 continue;
             };
             let Outcome::Acked(dot) = write.outcome else {
                 continue;
             };
-            if let Some(later) = acked_covering(dot) {
+            if let Some(later) = acked_covering(index, dot) {
                 let what = match &later.value {
                     None => "an acknowledged delete".to_owned(),
                     Some(v) => format!("the acknowledged write {}", show(v)),

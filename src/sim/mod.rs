@@ -25,6 +25,19 @@
 //! anti-entropy can refill it. It checks that every replica of every key ends equal to
 //! the merge of all nodes' states, reports the simulated time that took, and then runs the
 //! checker's final reads.
+//!
+//! The membership scenario ([`run_membership_seed`]) switches the formed cluster to a
+//! committed ring and commits one to three changes during the workload (a join, a leave,
+//! the removal of a node lost for good, a weight change), carried out as the server does
+//! ([`changes`]: pending change, verified transfers, double writes, whole-change flip, drop
+//! after every member serves the new ring) under the same faults. After the heal it checks
+//! that every node serves the final ring, every partition has N distinct replicas, each
+//! holding the merge of all states of its keys, nodes that left hold nothing, and the
+//! final reads (deleted keys stay deleted: checker property 4). Tombstone purges run too.
+//!
+//! The purge scenario ([`run_purge_seed`]) runs few keys, many deletes, the usual faults
+//! and tombstone purges confirmed by anti-entropy; after the heal every tombstone must go
+//! and no deleted key may come back.
 
 mod changes;
 pub mod checker;
@@ -714,7 +727,14 @@ impl Simulation {
         }
         if self.config.purge {
             // A healthy, stable cluster: anti-entropy confirms every tombstone everywhere.
-            self.run_until(|sim| sim.tombstones() == 0, "every tombstone to be purged")?;
+            self.run_until(|sim| sim.tombstones() == 0, "every tombstone to be purged")
+                .map_err(|e| {
+                    format!(
+                        "{e}: {} left after {} purged",
+                        self.tombstones(),
+                        self.tombstones_purged
+                    )
+                })?;
         }
         // Phase 4: every node reads every key.
         self.final_reads()
@@ -968,19 +988,22 @@ impl Simulation {
         if !self.membership_settled() {
             return false;
         }
-        self.nodes.iter().enumerate().all(|(i, node)| match &node.state {
-            _ if self.dead.contains(&(i as u64 + 1)) => true,
-            NodeRun::Running {
-                coordinator,
-                detector,
-                ..
-            } => {
-                coordinator.store().hint_count() == 0
-                    && coordinator.in_flight() == 0
-                    && detector.unreachable().next().is_none()
-            }
-            NodeRun::Crashed(_) => false,
-        })
+        self.nodes
+            .iter()
+            .enumerate()
+            .all(|(i, node)| match &node.state {
+                _ if self.dead.contains(&(i as u64 + 1)) => true,
+                NodeRun::Running {
+                    coordinator,
+                    detector,
+                    ..
+                } => {
+                    coordinator.store().hint_count() == 0
+                        && coordinator.in_flight() == 0
+                        && detector.unreachable().next().is_none()
+                }
+                NodeRun::Crashed(_) => false,
+            })
     }
 
     /// What keeps the run from being drained, for a failure report.
@@ -1257,10 +1280,12 @@ impl Simulation {
     fn send_gossip(&mut self, from: u64, peer: GossipPeer, message: GossipMessage) {
         let to = match peer {
             GossipPeer::Node(node) => node.0,
-            GossipPeer::Seed(seed) => match (1..=self.nodes.len() as u64).find(|&n| address(n) == seed) {
-                Some(node) => node,
-                None => return,
-            },
+            GossipPeer::Seed(seed) => {
+                match (1..=self.nodes.len() as u64).find(|&n| address(n) == seed) {
+                    Some(node) => node,
+                    None => return,
+                }
+            }
         };
         self.send(from, to, || Event::Gossip {
             from: NodeId(from),
