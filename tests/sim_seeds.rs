@@ -12,8 +12,21 @@
 //! changes the count, `ROTOR_SIM_WIPE_SEED` replays one) wipes one node's store after the
 //! workload and checks that anti-entropy alone makes every replica equal to the merge of
 //! all; `-- --nocapture` prints the simulated refill times.
+//!
+//! Membership changes (`membership_changes_keep_every_write_and_end_with_n_replicas_per_partition`,
+//! seeds 0..100, `ROTOR_SIM_MEMBERSHIP_SEEDS` / `_START` change the range,
+//! `ROTOR_SIM_MEMBERSHIP_SEED` replays one): joins, leaves, removals of a node lost for good
+//! and weight changes under the usual faults; every partition ends with N distinct replicas
+//! holding its data, nodes that left hold nothing, deleted keys stay deleted.
+//!
+//! Tombstone purges (`purged_tombstones_never_bring_deleted_keys_back`, seeds 0..120,
+//! `ROTOR_SIM_PURGE_SEEDS` / `_START`, `ROTOR_SIM_PURGE_SEED`): deletes and purges under
+//! faults; every tombstone is gone once the cluster is healthy, and no deleted key comes
+//! back.
 
-use rotor::sim::{run_seed, run_wipe_seed, SimFailure, SimReport, WipeReport};
+use rotor::sim::{
+    run_membership_seed, run_purge_seed, run_seed, run_wipe_seed, SimFailure, SimReport, WipeReport,
+};
 
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -119,4 +132,77 @@ fn a_wiped_node_is_refilled_by_anti_entropy_alone() {
     );
     // The scenario must test something: the wiped nodes held data.
     assert!(sum(|r| r.keys_lost) > 0, "no wiped node held any key");
+}
+
+/// Sums a figure over reports.
+fn total(reports: &[SimReport], f: fn(&SimReport) -> u64) -> u64 {
+    reports.iter().map(f).sum()
+}
+
+#[test]
+fn membership_changes_keep_every_write_and_end_with_n_replicas_per_partition() {
+    let start = env("ROTOR_SIM_MEMBERSHIP_START").unwrap_or(0);
+    let count = env("ROTOR_SIM_MEMBERSHIP_SEEDS").unwrap_or(100);
+    let Some(reports) = seeds(
+        "ROTOR_SIM_MEMBERSHIP_SEED",
+        start,
+        count,
+        run_membership_seed,
+    ) else {
+        return;
+    };
+    let sum = |f: fn(&SimReport) -> u64| total(&reports, f);
+    println!(
+        "{count} membership seeds from {start}: {} changes committed, {} replica moves \
+         ({} transfers reported done, {} stalled and restarted), {} writes copied to new \
+         holders, {} keys dropped after flips, {} orphaned keys handed on as hints, {} hints \
+         re-addressed, {} tombstones purged, {} acknowledged writes, {} final reads of \
+         deleted keys",
+        sum(|r| r.changes_committed),
+        sum(|r| r.moves),
+        sum(|r| r.moves_done),
+        sum(|r| r.transfers_stalled),
+        sum(|r| r.forwarded_writes),
+        sum(|r| r.dropped_keys),
+        sum(|r| r.orphan_keys),
+        sum(|r| r.hints_readdressed),
+        sum(|r| r.tombstones_purged),
+        sum(|r| r.acked_writes),
+        sum(|r| r.deleted_reads),
+    );
+    if count >= 50 {
+        assert!(sum(|r| r.changes_committed) > 0, "no change was committed");
+        assert!(sum(|r| r.dropped_keys) > 0, "no old copy was dropped");
+        assert!(
+            sum(|r| r.forwarded_writes) > 0,
+            "no write was copied during a move"
+        );
+    }
+}
+
+#[test]
+fn purged_tombstones_never_bring_deleted_keys_back() {
+    let start = env("ROTOR_SIM_PURGE_START").unwrap_or(0);
+    let count = env("ROTOR_SIM_PURGE_SEEDS").unwrap_or(120);
+    let Some(reports) = seeds("ROTOR_SIM_PURGE_SEED", start, count, run_purge_seed) else {
+        return;
+    };
+    let sum = |f: fn(&SimReport) -> u64| total(&reports, f);
+    println!(
+        "{count} purge seeds from {start}: {} tombstones purged, {} left at the end, \
+         {} final reads of deleted keys, {} crashes that lost unsynced writes, \
+         {} acknowledged writes",
+        sum(|r| r.tombstones_purged),
+        sum(|r| r.tombstones_left),
+        sum(|r| r.deleted_reads),
+        sum(|r| r.lossy_crashes),
+        sum(|r| r.acked_writes),
+    );
+    if count >= 50 {
+        assert!(sum(|r| r.tombstones_purged) > 0, "nothing was purged");
+        assert!(
+            sum(|r| r.deleted_reads) > 0,
+            "no final read of a deleted key"
+        );
+    }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::purge::{Comparison, PeerComparisons, PurgeGrant};
+use super::purge::{Comparison, PeerComparisons, PurgeGrant, PurgedTombstones};
 use super::rate::RateLimiter;
 use super::shape::{leaf_of, level_width, FANOUT, LEAVES, LEVELS};
 use super::view::MerkleView;
@@ -44,6 +44,8 @@ pub struct AntiEntropy {
     comparisons: BTreeMap<(u32, u64, u16), PeerComparisons>,
     /// The grant last handed out per partition, so an unchanged one is not handed again.
     granted: BTreeMap<u32, PurgeGrant>,
+    /// Tombstones purged here lately, not taken back from peers.
+    purged: PurgedTombstones,
 }
 
 /// An exchange in flight with one peer about one partition.
@@ -108,6 +110,7 @@ impl AntiEntropy {
             stats: ExchangeStats::default(),
             comparisons: BTreeMap::new(),
             granted: BTreeMap::new(),
+            purged: PurgedTombstones::default(),
         }
     }
 
@@ -163,6 +166,16 @@ impl AntiEntropy {
             }
         }
         grants
+    }
+
+    /// The runtime purged these tombstones of `partition` (key, encoded state, as the
+    /// store's `purge_tombstones` returns them): the same tombstone offered back by a
+    /// replica that has not purged it yet is not taken again (the last
+    /// `PURGED_TOMBSTONES_MAX` are remembered).
+    pub fn note_purged(&mut self, partition: u32, purged: &[(Vec<u8>, Vec<u8>)]) {
+        for (key, state) in purged {
+            self.purged.insert(partition, key, state);
+        }
     }
 
     /// What the comparisons with every other replica of `partition` grant together now
@@ -505,6 +518,7 @@ impl AntiEntropy {
         self.stats.entries_received += entries.len() as u64;
         // The peer's states of the listed leaves, then ours; every key of either side.
         let mut theirs: BTreeMap<Vec<u8>, Option<CausalState>> = BTreeMap::new();
+        let mut bad_leaves = BTreeSet::new();
         for entry in entries {
             if !buckets.contains(&leaf_of(&entry.key)) {
                 self.stats.bad_entries += 1; // Not in a leaf it claims to include.
@@ -517,6 +531,7 @@ impl AntiEntropy {
                 Err(_) => {
                     // Unknown to us: neither merged nor pushed over.
                     self.stats.bad_entries += 1;
+                    bad_leaves.insert(leaf_of(&entry.key));
                 }
             }
         }
@@ -527,6 +542,26 @@ impl AntiEntropy {
                 .into_iter()
                 .map(|(key, _)| key),
         );
+        // Leaves whose only differences are tombstones one side holds and the other does
+        // not hold at all: no live value differs, which is all a purge needs (`purge.rs`).
+        let mut purge_blocking: BTreeSet<u32> = bad_leaves;
+        for key in &keys {
+            let ours = store.get_state(partition, key).ok().flatten();
+            let incoming = theirs.get(key).cloned().flatten();
+            let compatible = match (&ours, &incoming) {
+                (Some(a), Some(b)) => a == b,
+                (Some(a), None) | (None, Some(a)) => a.is_tombstone_only(),
+                (None, None) => true,
+            };
+            if !compatible {
+                purge_blocking.insert(leaf_of(key));
+            }
+        }
+        if let Some(exchange) = self.exchanges.get_mut(&id) {
+            exchange
+                .differing
+                .retain(|leaf| !buckets.contains(leaf) || purge_blocking.contains(leaf));
+        }
         let mut push = Vec::new();
         let mut charged = theirs.len();
         for key in keys {
@@ -698,6 +733,13 @@ impl AntiEntropy {
         key: &[u8],
         incoming: &CausalState,
     ) -> Option<CausalState> {
+        // The tombstone this shard purged, coming back from a replica that has not purged
+        // it yet: taking it would only start the purge over.
+        if self.purged.skips(partition, key, incoming)
+            && store.get_state(partition, key).ok().flatten().is_none()
+        {
+            return None;
+        }
         match merge_into_store(store, partition, key, incoming, &self.sibling_limits) {
             Ok((merged, changed)) => {
                 if changed {

@@ -43,6 +43,18 @@
 //! range) is ignored. A responder that does not replicate the partition in its own ring
 //! refuses ([`ExchangeMessage::Refused`]) rather than take data it does not own.
 //!
+//! # Tombstone purge
+//! Exchanges are also the evidence for removing tombstones for good (`purge.rs`): each
+//! exchange that runs to the end is kept as a comparison with its peer (when it started,
+//! the store's log position at the root comparison, the leaves found different); a
+//! tombstone may go once the last two comparisons with every other replica of its
+//! partition, at least `settle_ms` apart and under a stable ring, found its leaf equal and
+//! started after the tombstone was stored. [`AntiEntropy::take_purge_grants`] hands the
+//! runtime a [`PurgeGrant`] per partition for its store's `purge_tombstones`, and
+//! [`AntiEntropy::note_purged`] keeps a purged tombstone from being taken back from a
+//! replica that has not purged it yet. No timer alone decides; the caveat (a hint, or a
+//! replica restored from a backup, older than the purge) is in `purge.rs`.
+//!
 //! # What this module deliberately does not do
 //! No I/O, no clock reads, no randomness, no hash-ordered iteration (a simulation replays
 //! exactly). It reads trees only through [`MerkleView`] (the store keeps them) and writes

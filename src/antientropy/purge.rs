@@ -48,13 +48,22 @@
 //!   write carrying such a stale context supersedes them. Clients should not keep contexts
 //!   of deleted keys for longer than the horizon.
 //! - The purge happens at each replica on its own evidence, so for a while some replicas
-//!   have purged and others still hold the tombstone; an exchange in that window copies
-//!   the tombstone back, and it is purged again once confirmed anew. This costs exchanges,
-//!   never correctness.
+//!   have purged and others still hold the tombstone. Two things keep that window from
+//!   undoing the purge: a shard does not take back a tombstone it purged
+//!   ([`AntiEntropy::note_purged`](super::AntiEntropy::note_purged), the exact same state
+//!   only), and a leaf whose only difference is a tombstone on one side and nothing at all
+//!   on the other counts as equal for purging (no live value differs), so the replicas
+//!   that have not purged yet still get their confirmations.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::merkle::leaf_of;
+use crate::causal::CausalState;
+use crate::merkle::{entry_hash, leaf_of};
+
+/// Purged tombstones remembered per shard so a replica that has not purged them yet does
+/// not hand them back (24 bytes plus the key each; older ones are forgotten first, and a
+/// forgotten one handed back is purged again once confirmed anew).
+pub const PURGED_TOMBSTONES_MAX: usize = 4096;
 
 /// Tombstones of one partition that every other replica was found to hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +80,42 @@ impl PurgeGrant {
     /// Whether a tombstone of `key` stored at `lsn` may go under this grant.
     pub fn allows(&self, key: &[u8], lsn: u64) -> bool {
         lsn <= self.lsn_max && self.leaves_excluded.binary_search(&leaf_of(key)).is_err()
+    }
+}
+
+/// The last [`PURGED_TOMBSTONES_MAX`] tombstones purged: (partition, key) -> entry hash
+/// of the purged state.
+#[derive(Debug, Default)]
+pub(super) struct PurgedTombstones {
+    by_key: BTreeMap<(u32, Vec<u8>), u64>,
+    order: VecDeque<(u32, Vec<u8>)>,
+}
+
+impl PurgedTombstones {
+    pub fn insert(&mut self, partition: u32, key: &[u8], state: &[u8]) {
+        let id = (partition, key.to_vec());
+        if self
+            .by_key
+            .insert(id.clone(), entry_hash(key, state))
+            .is_none()
+        {
+            self.order.push_back(id);
+        }
+        while self.order.len() > PURGED_TOMBSTONES_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.by_key.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `incoming` is exactly a tombstone purged here (a live value, or any other
+    /// state, is always taken).
+    pub fn skips(&self, partition: u32, key: &[u8], incoming: &CausalState) -> bool {
+        incoming.is_tombstone_only()
+            && self
+                .by_key
+                .get(&(partition, key.to_vec()))
+                .is_some_and(|&h| h == entry_hash(key, &incoming.to_bytes()))
     }
 }
 

@@ -199,30 +199,30 @@ impl MemStore {
     /// value) whose current state was stored at or before `lsn_max` and that `eligible`
     /// accepts: the store's `purge_tombstones`. Durable like a write (a crash may lose
     /// an unsynced purge, bringing the tombstone back, which is harmless). Returns the
-    /// keys removed.
+    /// (key, encoded state) removed.
     pub fn purge_tombstones(
         &mut self,
         partition: u32,
         lsn_max: Lsn,
         max: usize,
         mut eligible: impl FnMut(&[u8], Lsn) -> bool,
-    ) -> Vec<Vec<u8>> {
-        let keys: Vec<Vec<u8>> = self
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let purged: Vec<(Vec<u8>, Vec<u8>)> = self
             .live
             .states
             .range((partition, Vec::new())..)
             .take_while(|((p, _), _)| *p == partition)
             .filter(|(_, state)| state.is_tombstone_only())
-            .filter_map(|((p, key), _)| {
+            .filter_map(|((p, key), state)| {
                 let lsn = self.live.lsns.get(&(*p, key.clone())).copied()?;
-                (lsn <= lsn_max && eligible(key, lsn)).then(|| key.clone())
+                (lsn <= lsn_max && eligible(key, lsn)).then(|| (key.clone(), state.to_bytes()))
             })
             .take(max)
             .collect();
-        for key in &keys {
+        for (key, _) in &purged {
             self.log(MemOp::Remove(partition, key.clone()));
         }
-        keys
+        purged
     }
 
     /// Removes every key of `partition` (its copy was handed off); returns how many.

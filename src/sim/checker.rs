@@ -11,7 +11,10 @@
 //! 2. concurrent acknowledged writes (neither's context covers the other) all survive, so
 //!    they surface together as siblings; and no read returns a write together with a write
 //!    whose context covered it;
-//! 3. no read returns a value that no client wrote to that key.
+//! 3. no read returns a value that no client wrote to that key;
+//! 4. no final read returns an acknowledged write that a later acknowledged write's context
+//!    covered: in particular a key whose values an acknowledged delete covered stays
+//!    deleted (tombstone purges must not bring them back).
 
 use std::collections::BTreeMap;
 
@@ -61,6 +64,8 @@ pub struct History {
     /// Final reads in which two or more concurrent acknowledged writes were required
     /// (and so seen) as siblings.
     pub sibling_reads: u64,
+    /// Final reads of keys whose every acknowledged value an acknowledged delete covered.
+    pub deleted_reads: u64,
 }
 
 impl History {
@@ -126,9 +131,64 @@ impl History {
         Ok(())
     }
 
-    /// Judges a read made after the network healed and hints drained: properties 1 and 2.
+    /// Judges a read made after the network healed and hints drained: properties 1, 2
+    /// and 4.
     pub fn final_read(&mut self, key: &[u8], values: &[Vec<u8>]) -> Result<(), String> {
         self.read(key, values)?;
+        // Only a write issued after another can cover it (its context came from a read
+        // that saw it). Purged tombstones restart a key's dot counters, so an older
+        // context may name a newer write's dot: that is not a supersession.
+        let acked_covering = |index: usize, dot| {
+            self.writes.iter().skip(index + 1).find(|other| {
+                other.key == key
+                    && matches!(other.outcome, Outcome::Acked(_))
+                    && other.context.covers(dot)
+            })
+        };
+        for value in values {
+            let Some((index, write)) = self
+                .by_value
+                .get(&(key.to_vec(), value.clone()))
+                .and_then(|&i| Some((i, self.writes.get(i)?)))
+            else {
+                continue;
+            };
+            let Outcome::Acked(dot) = write.outcome else {
+                continue;
+            };
+            if let Some(later) = acked_covering(index, dot) {
+                let what = match &later.value {
+                    None => "an acknowledged delete".to_owned(),
+                    Some(v) => format!("the acknowledged write {}", show(v)),
+                };
+                return Err(format!(
+                    "a final read of {} returned {}, which {what} had superseded",
+                    show(key),
+                    show(value)
+                ));
+            }
+        }
+        let acked_values: Vec<Dot> = self
+            .writes
+            .iter()
+            .filter(|w| w.key == key && w.value.is_some())
+            .filter_map(|w| match w.outcome {
+                Outcome::Acked(dot) => Some(dot),
+                _ => None,
+            })
+            .collect();
+        let deleted = !acked_values.is_empty()
+            && acked_values.iter().all(|&dot| {
+                self.writes.iter().any(|w| {
+                    w.key == key
+                        && w.value.is_none()
+                        && matches!(w.outcome, Outcome::Acked(_))
+                        && w.context.covers(dot)
+                })
+            });
+        if deleted {
+            self.deleted_reads += 1;
+        }
         let mut required = 0;
         for write in self.writes.iter().filter(|write| write.key == key) {
             let (Outcome::Acked(dot), Some(value)) = (write.outcome, &write.value) else {

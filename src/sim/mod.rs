@@ -25,7 +25,21 @@
 //! anti-entropy can refill it. It checks that every replica of every key ends equal to
 //! the merge of all nodes' states, reports the simulated time that took, and then runs the
 //! checker's final reads.
+//!
+//! The membership scenario ([`run_membership_seed`]) switches the formed cluster to a
+//! committed ring and commits one to three changes during the workload (a join, a leave,
+//! the removal of a node lost for good, a weight change), carried out as the server does
+//! ([`changes`]: pending change, verified transfers, double writes, whole-change flip, drop
+//! after every member serves the new ring) under the same faults. After the heal it checks
+//! that every node serves the final ring, every partition has N distinct replicas, each
+//! holding the merge of all states of its keys, nodes that left hold nothing, and the
+//! final reads (deleted keys stay deleted: checker property 4). Tombstone purges run too.
+//!
+//! The purge scenario ([`run_purge_seed`]) runs few keys, many deletes, the usual faults
+//! and tombstone purges confirmed by anti-entropy; after the heal every tombstone must go
+//! and no deleted key may come back.
 
+mod changes;
 pub mod checker;
 
 use std::cmp::Reverse;
@@ -42,8 +56,10 @@ use crate::gossip::{
     DetectorConfig, FailureDetector, Gossip, GossipConfig, GossipMessage, GossipPeer, NodeState,
     SplitMix64,
 };
+use crate::membership::{Change, Handoff, TransferMessage};
 use crate::ring::{NodeId, Replica, Ring, ShardId};
 use crate::wire::{ErrorCode, NodeStatus};
+use changes::{Membership, SimPending};
 use checker::{show, History, Outcome};
 
 /// The shape of one run, drawn from its seed.
@@ -71,6 +87,11 @@ pub struct SimConfig {
     pub durability: MemDurability,
     /// Partitions of the ring.
     pub q: u32,
+    /// Membership changes committed during the run (joins, leaves, removals of a node lost
+    /// for good, weight changes), one at a time.
+    pub changes: u64,
+    /// Whether nodes purge the tombstones anti-entropy confirmed at every replica.
+    pub purge: bool,
 }
 
 impl SimConfig {
@@ -93,6 +114,8 @@ impl SimConfig {
                 MemDurability::Always
             },
             q: 64,
+            changes: 0,
+            purge: false,
         }
     }
 }
@@ -124,6 +147,31 @@ pub struct SimReport {
     pub exchange_messages: u64,
     /// Keys whose state an anti-entropy merge changed.
     pub keys_repaired: u64,
+    /// Membership changes committed.
+    pub changes_committed: u64,
+    /// Replica moves those changes made.
+    pub moves: u64,
+    /// Moves whose transfer reported matching roots (a move may report again after a
+    /// crash of its sender).
+    pub moves_done: u64,
+    /// Transfers that stalled and were started again.
+    pub transfers_stalled: u64,
+    /// Writes copied to new holders during moves.
+    pub forwarded_writes: u64,
+    /// Keys dropped by old holders after the flip.
+    pub dropped_keys: u64,
+    /// Keys found on a node that does not replicate them after a change, handed on as
+    /// hints.
+    pub orphan_keys: u64,
+    /// Hints re-addressed from a node that no longer replicates their partition.
+    pub hints_readdressed: u64,
+    /// Tombstones purged, over all nodes.
+    pub tombstones_purged: u64,
+    /// Tombstones left on all nodes at the end.
+    pub tombstones_left: u64,
+    /// Final reads of keys whose last acknowledged write was a delete (they must stay
+    /// deleted).
+    pub deleted_reads: u64,
 }
 
 /// A failed run: the seed, what broke, and the end of the event log.
@@ -137,26 +185,54 @@ pub struct SimFailure {
     pub log: Vec<String>,
     /// Whether it was a run of the wipe scenario ([`run_wipe_seed`]).
     pub wipe: bool,
+    /// The family the seed belongs to.
+    pub family: Family,
+}
+
+/// The seed families, each with its configuration and replay variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// [`run_seed`].
+    Base,
+    /// [`run_wipe_seed`].
+    Wipe,
+    /// [`run_membership_seed`].
+    Membership,
+    /// [`run_purge_seed`].
+    Purge,
+}
+
+impl Family {
+    /// The configuration seed `seed` of this family runs with.
+    pub fn config(self, seed: u64) -> SimConfig {
+        match self {
+            Family::Base => SimConfig::from_seed(seed),
+            Family::Wipe => wipe_config(seed),
+            Family::Membership => membership_config(seed),
+            Family::Purge => purge_config(seed),
+        }
+    }
+
+    /// The variable that replays one seed of this family.
+    pub fn variable(self) -> &'static str {
+        match self {
+            Family::Base => "ROTOR_SIM_SEED",
+            Family::Wipe => "ROTOR_SIM_WIPE_SEED",
+            Family::Membership => "ROTOR_SIM_MEMBERSHIP_SEED",
+            Family::Purge => "ROTOR_SIM_PURGE_SEED",
+        }
+    }
 }
 
 impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "simulation seed {} failed: {}", self.seed, self.message)?;
-        let config = if self.wipe {
-            wipe_config(self.seed)
-        } else {
-            SimConfig::from_seed(self.seed)
-        };
-        writeln!(f, "config: {config:?}")?;
+        writeln!(f, "config: {:?}", self.family.config(self.seed))?;
         writeln!(f, "last events:")?;
         for line in &self.log {
             writeln!(f, "  {line}")?;
         }
-        let variable = if self.wipe {
-            "ROTOR_SIM_WIPE_SEED"
-        } else {
-            "ROTOR_SIM_SEED"
-        };
+        let variable = self.family.variable();
         write!(
             f,
             "replay: {variable}={} cargo test --test sim_seeds -- --nocapture",
@@ -175,6 +251,63 @@ pub fn run_seed(seed: u64) -> Result<SimReport, SimFailure> {
             message,
             log: sim.log.iter().cloned().collect(),
             wipe: false,
+            family: Family::Base,
+        }),
+    }
+}
+
+/// The configuration of a membership run of seed `seed`: the usual faults, more keys, one
+/// to three membership changes during the workload, tombstone purges on, a smaller ring.
+pub fn membership_config(seed: u64) -> SimConfig {
+    let base = SimConfig::from_seed(seed);
+    SimConfig {
+        keys: 12 + seed % 12,
+        ops_per_client: 25,
+        changes: 1 + seed % 3,
+        purge: true,
+        q: 32,
+        ..base
+    }
+}
+
+/// The configuration of a purge run of seed `seed`: the usual faults, a few keys deleted
+/// often, purges on, a small ring (so anti-entropy compares every partition often).
+pub fn purge_config(seed: u64) -> SimConfig {
+    let base = SimConfig::from_seed(seed);
+    SimConfig {
+        keys: 4 + seed % 5,
+        ops_per_client: 30,
+        purge: true,
+        q: 16,
+        ..base
+    }
+}
+
+/// Runs the membership seed `seed`: membership changes under the usual workload and
+/// faults, then after the heal: every node on the final ring, N distinct replicas of
+/// every partition each holding its data, nodes that left holding nothing, and the
+/// checker's final reads (deleted keys included).
+pub fn run_membership_seed(seed: u64) -> Result<SimReport, SimFailure> {
+    run_family(seed, Family::Membership)
+}
+
+/// Runs the purge seed `seed`: deletes, purges and the usual faults; after the heal
+/// every tombstone must go (anti-entropy confirms them everywhere) and no deleted key may
+/// come back in the final reads.
+pub fn run_purge_seed(seed: u64) -> Result<SimReport, SimFailure> {
+    run_family(seed, Family::Purge)
+}
+
+fn run_family(seed: u64, family: Family) -> Result<SimReport, SimFailure> {
+    let mut sim = Simulation::new(seed, family.config(seed));
+    match sim.run() {
+        Ok(()) => Ok(sim.report()),
+        Err(message) => Err(SimFailure {
+            seed,
+            message,
+            log: sim.log.iter().cloned().collect(),
+            wipe: false,
+            family,
         }),
     }
 }
@@ -232,6 +365,7 @@ pub fn run_wipe_seed(seed: u64) -> Result<WipeReport, SimFailure> {
             message,
             log: sim.log.iter().cloned().collect(),
             wipe: true,
+            family: Family::Wipe,
         }),
     }
 }
@@ -279,6 +413,23 @@ struct Simulation {
     exchanges_before_crashes: crate::antientropy::ExchangeStats,
     /// Local hints of coordinators since crashed or wiped.
     local_hints_before_crashes: u64,
+    /// Membership changes still to commit.
+    changes_left: u64,
+    /// Epoch of the last committed ring (0: still in formation mode).
+    last_epoch: u64,
+    /// Nodes that left or were removed (not members of the final ring).
+    departed: BTreeSet<u64>,
+    /// Nodes lost for good: never restarted.
+    dead: BTreeSet<u64>,
+    changes_committed: u64,
+    moves_committed: u64,
+    moves_done: u64,
+    transfers_stalled: u64,
+    forwarded_writes: u64,
+    dropped_keys: u64,
+    orphan_keys: u64,
+    hints_readdressed: u64,
+    tombstones_purged: u64,
 }
 
 enum Event {
@@ -314,6 +465,32 @@ enum Event {
     Restart(u64),
     Cut(Vec<(u64, u64)>),
     Heal(Vec<(u64, u64)>),
+    /// A node's ring state (its serving ring and pending change), pushed or answered.
+    RingState {
+        from: u64,
+        to: u64,
+        ring: Ring,
+        pending: Option<SimPending>,
+        reply: bool,
+    },
+    Transfer {
+        from: Replica,
+        to: Replica,
+        request_id: u32,
+        message: TransferMessage,
+    },
+    /// A write copied from an old holder to a move's new holder.
+    Forward {
+        from: u64,
+        to: u64,
+        partition: u32,
+        key: Vec<u8>,
+        state: CausalState,
+    },
+    /// The operator's next membership change.
+    Admin,
+    /// A change to commit (the removal of a node lost a moment ago).
+    Commit(Change),
 }
 
 struct SimNode {
@@ -321,6 +498,8 @@ struct SimNode {
     state: NodeRun,
     /// The persisted membership (written on every change, as the runtime would).
     gossip_file: Vec<u8>,
+    /// The persisted committed ring and pending change (`None` in formation mode).
+    ring_file: Option<(Ring, Option<SimPending>)>,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -331,6 +510,8 @@ enum NodeRun {
         gossip: Gossip,
         detector: FailureDetector,
         ring: Ring,
+        handoff: Handoff,
+        member: Membership,
     },
     Crashed(MemStore),
 }
@@ -431,8 +612,11 @@ impl Simulation {
                         gossip,
                         detector: FailureDetector::new(detector_config()),
                         ring,
+                        handoff: changes::handoff(id),
+                        member: Membership::default(),
                     },
                     gossip_file,
+                    ring_file: None,
                 }
             })
             .collect();
@@ -463,6 +647,19 @@ impl Simulation {
             next_value: 0,
             exchanges_before_crashes: Default::default(),
             local_hints_before_crashes: 0,
+            changes_left: 0,
+            last_epoch: 0,
+            departed: BTreeSet::new(),
+            dead: BTreeSet::new(),
+            changes_committed: 0,
+            moves_committed: 0,
+            moves_done: 0,
+            transfers_stalled: 0,
+            forwarded_writes: 0,
+            dropped_keys: 0,
+            orphan_keys: 0,
+            hints_readdressed: 0,
+            tombstones_purged: 0,
         }
     }
 
@@ -486,6 +683,17 @@ impl Simulation {
         report.exchanges = stats.started;
         report.exchange_messages = stats.messages_sent;
         report.keys_repaired = stats.keys_repaired;
+        report.changes_committed = self.changes_committed;
+        report.moves = self.moves_committed;
+        report.moves_done = self.moves_done;
+        report.transfers_stalled = self.transfers_stalled;
+        report.forwarded_writes = self.forwarded_writes;
+        report.dropped_keys = self.dropped_keys;
+        report.orphan_keys = self.orphan_keys;
+        report.hints_readdressed = self.hints_readdressed;
+        report.tombstones_purged = self.tombstones_purged;
+        report.tombstones_left = self.tombstones();
+        report.deleted_reads = self.history.deleted_reads;
         for write in self.history.writes() {
             match write.outcome {
                 Outcome::Acked(_) => report.acked_writes += 1,
@@ -500,12 +708,55 @@ impl Simulation {
         // Phase 1: form the cluster.
         self.run_until(|sim| sim.formed(), "the cluster to form")?;
         self.note(format!("cluster formed: {:?}", self.config));
-        // Phase 2: the workload under faults.
+        if self.config.changes > 0 {
+            self.commit_formation();
+            self.changes_left = self.config.changes;
+            let at = self.now + self.rng.below(500);
+            self.schedule(at, Event::Admin);
+        }
+        // Phase 2: the workload under faults (and membership changes).
         self.workload()?;
-        // Phase 3: heal, restart everything, drain hints.
+        // Phase 3: heal, restart everything, drain hints, finish the changes.
         self.heal_and_drain()?;
+        if self.config.changes > 0 {
+            self.check_final_ring()?;
+        }
+        if self.config.changes > 0 || self.config.purge {
+            // Every replica of every key holds the merge of all.
+            self.converge()?;
+        }
+        if self.config.purge {
+            // A healthy, stable cluster: anti-entropy confirms every tombstone everywhere.
+            self.run_until(|sim| sim.tombstones() == 0, "every tombstone to be purged")
+                .map_err(|e| {
+                    format!(
+                        "{e}: {} left after {} purged",
+                        self.tombstones(),
+                        self.tombstones_purged
+                    )
+                })?;
+        }
         // Phase 4: every node reads every key.
         self.final_reads()
+    }
+
+    /// Runs until every replica of every key holds the merge of every node's state.
+    fn converge(&mut self) -> Result<(), String> {
+        let limit = self.now + PHASE_MS_MAX;
+        loop {
+            let (keys, divergent) = self.divergence()?;
+            if divergent == 0 {
+                return Ok(());
+            }
+            if self.now > limit {
+                return Err(format!(
+                    "{divergent} replica states of {keys} keys still differ from the merge \
+                     after {PHASE_MS_MAX} ms"
+                ));
+            }
+            let next = self.now + CONVERGENCE_CHECK_MS;
+            self.run_until(|sim| sim.now >= next, "replicas to converge")?;
+        }
     }
 
     /// The clients' operations, with the crashes and partitions of the configuration.
@@ -537,17 +788,21 @@ impl Simulation {
     fn heal_and_drain(&mut self) -> Result<(), String> {
         self.faults_on = false;
         self.cut.clear();
-        for node in 1..=self.config.nodes {
+        for node in 1..=self.nodes.len() as u64 {
             self.restart(node);
         }
         self.note("healed".to_owned());
         self.run_until(|sim| sim.drained(), "hints to drain")
+            .map_err(|e| format!("{e}; {}", self.drain_status()))
     }
 
     /// Every node reads every key; the checker judges the answers.
     fn final_reads(&mut self) -> Result<(), String> {
         let keys: Vec<Vec<u8>> = (0..self.config.keys).map(key).collect();
-        for node in 1..=self.config.nodes {
+        let readers: Vec<u64> = (1..=self.nodes.len() as u64)
+            .filter(|&n| self.is_member(n))
+            .collect();
+        for node in readers {
             let client = (node - 1) % self.config.clients;
             for key in &keys {
                 if let Some(client) = self.clients.get_mut(client as usize) {
@@ -652,9 +907,7 @@ impl Simulation {
     /// (Keys that exist somewhere, replica states that differ from the merge of every
     /// node's state of their key.)
     fn divergence(&self) -> Result<(u64, u64), String> {
-        let Some(NodeRun::Running { ring, .. }) = self.nodes.first().map(|n| &n.state) else {
-            return Err("node 1 is not running".to_owned());
-        };
+        let ring = &self.final_ring()?;
         let n = usize::from(coordinator_config().n);
         let (mut keys, mut divergent) = (0, 0);
         for index in 0..self.config.keys {
@@ -662,7 +915,7 @@ impl Simulation {
             let partition = ring.partition_of(&key).0;
             let mut merged = CausalState::new();
             let mut states = BTreeMap::new();
-            for node in 1..=self.config.nodes {
+            for node in (1..=self.nodes.len() as u64).filter(|n| !self.dead.contains(n)) {
                 let store = self
                     .store_of(node)
                     .ok_or_else(|| format!("n{node} is not running"))?;
@@ -732,18 +985,60 @@ impl Simulation {
     }
 
     fn drained(&self) -> bool {
-        self.nodes.iter().all(|node| match &node.state {
-            NodeRun::Running {
-                coordinator,
-                detector,
-                ..
-            } => {
-                coordinator.store().hint_count() == 0
-                    && coordinator.in_flight() == 0
-                    && detector.unreachable().next().is_none()
+        if !self.membership_settled() {
+            return false;
+        }
+        self.nodes
+            .iter()
+            .enumerate()
+            .all(|(i, node)| match &node.state {
+                _ if self.dead.contains(&(i as u64 + 1)) => true,
+                NodeRun::Running {
+                    coordinator,
+                    detector,
+                    ..
+                } => {
+                    coordinator.store().hint_count() == 0
+                        && coordinator.in_flight() == 0
+                        && detector.unreachable().next().is_none()
+                }
+                NodeRun::Crashed(_) => false,
+            })
+    }
+
+    /// What keeps the run from being drained, for a failure report.
+    fn drain_status(&self) -> String {
+        let mut out = format!(
+            "changes left {}, last epoch {}; ",
+            self.changes_left, self.last_epoch
+        );
+        for (i, node) in self.nodes.iter().enumerate() {
+            let id = i as u64 + 1;
+            match &node.state {
+                NodeRun::Running {
+                    coordinator,
+                    detector,
+                    ring,
+                    member,
+                    ..
+                } => out.push_str(&format!(
+                    "n{id}: epoch {} pending {:?} drops {} hints {} in flight {} \
+                     unreachable {:?} partitions {:?}; ",
+                    ring.epoch(),
+                    member
+                        .pending
+                        .as_ref()
+                        .map(|p| (p.epoch, p.done.iter().filter(|d| !**d).count())),
+                    member.drops.len(),
+                    coordinator.store().hint_count(),
+                    coordinator.in_flight(),
+                    detector.unreachable().collect::<Vec<_>>(),
+                    coordinator.store().partitions().len(),
+                )),
+                NodeRun::Crashed(_) => out.push_str(&format!("n{id}: crashed; ")),
             }
-            NodeRun::Crashed(_) => false,
-        })
+        }
+        out
     }
 
     fn schedule(&mut self, at: u64, event: Event) {
@@ -761,7 +1056,7 @@ impl Simulation {
     }
 
     fn random_cut(&mut self) -> Vec<(u64, u64)> {
-        let nodes = self.config.nodes;
+        let nodes = self.nodes.len() as u64;
         let side: Vec<bool> = (0..nodes).map(|_| self.rng.chance(50)).collect();
         let one_way = self.rng.chance(30);
         let mut links = Vec::new();
@@ -794,7 +1089,47 @@ impl Simulation {
     }
 
     fn handle(&mut self, event: Event) -> Result<(), String> {
+        self.handle_event(event)?;
+        self.forward_writes();
+        Ok(())
+    }
+
+    fn handle_event(&mut self, event: Event) -> Result<(), String> {
         match event {
+            Event::RingState {
+                from,
+                to,
+                ring,
+                pending,
+                reply,
+            } => {
+                if !self.cut.contains(&(from, to)) {
+                    self.ring_state_arrived(from, to, (ring, pending), reply);
+                }
+            }
+            Event::Transfer {
+                from,
+                to,
+                request_id,
+                message,
+            } => {
+                if !self.cut.contains(&(from.node.0, to.node.0)) {
+                    self.transfer_arrived(from, to, request_id, message);
+                }
+            }
+            Event::Forward {
+                from,
+                to,
+                partition,
+                key,
+                state,
+            } => {
+                if !self.cut.contains(&(from, to)) {
+                    self.forward_arrived(to, partition, &key, &state);
+                }
+            }
+            Event::Admin => self.admin(),
+            Event::Commit(change) => self.commit(change),
             Event::Tick => {
                 self.tick();
                 self.schedule(self.now + TICK_MS, Event::Tick);
@@ -915,6 +1250,7 @@ impl Simulation {
                 gossip,
                 detector,
                 ring,
+                ..
             }) = self.running(node)
             {
                 // The group-commit timer (a no-op for stores that sync every write).
@@ -937,16 +1273,19 @@ impl Simulation {
             for (peer, message) in gossip_out {
                 self.send_gossip(node, peer, message);
             }
+            self.membership_tick(node);
         }
     }
 
     fn send_gossip(&mut self, from: u64, peer: GossipPeer, message: GossipMessage) {
         let to = match peer {
             GossipPeer::Node(node) => node.0,
-            GossipPeer::Seed(seed) => match (1..=self.config.nodes).find(|&n| address(n) == seed) {
-                Some(node) => node,
-                None => return,
-            },
+            GossipPeer::Seed(seed) => {
+                match (1..=self.nodes.len() as u64).find(|&n| address(n) == seed) {
+                    Some(node) => node,
+                    None => return,
+                }
+            }
         };
         self.send(from, to, || Event::Gossip {
             from: NodeId(from),
@@ -964,6 +1303,7 @@ impl Simulation {
             gossip,
             detector,
             ring,
+            member,
             ..
         }) = self.running(to.0)
         {
@@ -980,9 +1320,12 @@ impl Simulation {
                     let (out, changed) = gossip.handle(now, message);
                     replies = out;
                     if changed {
-                        *ring = ring_of(gossip, q);
+                        // A committed ring no longer follows gossip membership.
+                        if !member.committed {
+                            *ring = ring_of(gossip, q);
+                        }
                         gossip.set_ring_epoch(ring.epoch());
-                        detector.set_peers(gossip.peers());
+                        detector.set_peers(changes::detector_peers(gossip, ring, member));
                         persisted = Some(gossip.persist());
                     }
                 }
@@ -1111,6 +1454,9 @@ impl Simulation {
         if let NodeRun::Running { .. } = slot.state {
             return;
         }
+        if self.dead.contains(&node) {
+            return;
+        }
         let run = std::mem::replace(
             &mut slot.state,
             NodeRun::Crashed(MemStore::new(Actor(0), MemDurability::Always, 0)),
@@ -1130,18 +1476,25 @@ impl Simulation {
             // The file is written whole in the simulator; a failure here is a codec bug.
             Err(error) => panic!("persisted membership of n{node} did not decode: {error}"),
         };
-        let ring = ring_of(&gossip, q);
+        let (ring, member) = changes::restored(&slot.ring_file)
+            .unwrap_or_else(|| (ring_of(&gossip, q), Membership::default()));
         let mut detector = FailureDetector::new(detector_config());
-        detector.set_peers(gossip.peers());
+        detector.set_peers(changes::detector_peers(&gossip, &ring, &member));
+        let pending = member.pending.is_some();
         slot.state = NodeRun::Running {
             coordinator: Coordinator::new(replica(node), coordinator_config(), store),
             antientropy: antientropy(node),
             gossip,
             detector,
             ring,
+            handoff: changes::handoff(node),
+            member,
         };
         let id = slot.id;
         self.note(format!("restart n{}", id.0));
+        if pending {
+            self.start_moves(node);
+        }
     }
 
     // --- clients -----------------------------------------------------------------------
@@ -1204,7 +1557,13 @@ impl Simulation {
     }
 
     fn next_op(&mut self, client: u64) -> (u64, ClientRequest, Pending) {
-        let node = 1 + self.rng.below(self.config.nodes);
+        let entries: Vec<u64> = (1..=self.nodes.len() as u64)
+            .filter(|&n| self.is_member(n))
+            .collect();
+        let node = entries
+            .get(self.rng.below(entries.len() as u64) as usize)
+            .copied()
+            .unwrap_or(1);
         let key = key(self.rng.below(self.config.keys));
         let roll = self.rng.below(100);
         let known = self

@@ -193,6 +193,9 @@ pub enum Durability {
     Never,
 }
 
+/// A tombstone [`Store::purge_tombstones`] removed: its key and the bytes it held.
+pub type PurgedTombstone = (Vec<u8>, Vec<u8>);
+
 /// What a stored value is: data, or a tombstone that still carries its causal state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ValueKind {
@@ -618,26 +621,27 @@ impl Store {
     /// `PurgeGrant::allows`), each as [`Store::purge`] does: a purge marker in the log and
     /// the key out of the index and its Merkle tree. The cluster layer calls it with what
     /// anti-entropy confirmed every replica holds (`AntiEntropy::take_purge_grants`);
-    /// no age alone makes a tombstone go. Returns how many were purged; `max` bounds the
-    /// work of one call (call again while it returns `max`).
+    /// no age alone makes a tombstone go. Returns the (key, stored bytes) purged, for
+    /// `AntiEntropy::note_purged`; `max` bounds the work of one call (call again while it
+    /// returns `max`).
     pub fn purge_tombstones(
         &mut self,
         partition: u32,
         lsn_max: Lsn,
         max: usize,
         mut eligible: impl FnMut(&[u8], Lsn) -> bool,
-    ) -> Result<usize, WriteError> {
-        let keys: Vec<Vec<u8>> = self
+    ) -> Result<Vec<PurgedTombstone>, WriteError> {
+        let found: Vec<PurgedTombstone> = self
             .iter_partition(partition)
             .filter(|e| e.kind == ValueKind::Tombstone && e.lsn <= lsn_max)
             .filter(|e| eligible(e.key, e.lsn))
             .take(max)
-            .map(|e| e.key.to_vec())
+            .map(|e| (e.key.to_vec(), e.value.to_vec()))
             .collect();
-        let mut purged = 0;
-        for key in keys {
+        let mut purged = Vec::with_capacity(found.len());
+        for (key, value) in found {
             if self.purge(partition, &key)? {
-                purged += 1;
+                purged.push((key, value));
             }
         }
         Ok(purged)
