@@ -77,10 +77,10 @@ pub trait ExchangeHost {
     /// A request to `node` went unanswered: a verdict for the failure detector.
     fn unresponsive(&self, node: NodeId);
     /// Purges up to `max` tombstones `grant` allows from the store (keeping its Merkle
-    /// tree in step); returns how many went. The default purges nothing.
-    fn purge_tombstones(&self, grant: &PurgeGrant, max: usize) -> usize {
+    /// tree in step); returns the purged (key, state) entries. The default purges nothing.
+    fn purge_tombstones(&self, grant: &PurgeGrant, max: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         let _ = (grant, max);
-        0
+        Vec::new()
     }
 }
 
@@ -249,7 +249,15 @@ impl ShardAntiEntropy {
             let Some(grant) = purge.queue.pop_front() else {
                 break;
             };
-            let purged = host.purge_tombstones(&grant, budget).min(budget);
+            let entries = host.purge_tombstones(&grant, budget);
+            if !entries.is_empty() {
+                // So the same tombstone offered back by a replica that has not purged yet
+                // is not taken again.
+                self.machine
+                    .borrow_mut()
+                    .note_purged(grant.partition, &entries);
+            }
+            let purged = entries.len().min(budget);
             let total = self.counters.tombstones_purged.get();
             self.counters
                 .tombstones_purged
@@ -657,7 +665,7 @@ impl ExchangeHost for Rc<Cluster> {
         Cluster::report_unresponsive(self, node)
     }
 
-    fn purge_tombstones(&self, grant: &PurgeGrant, max: usize) -> usize {
+    fn purge_tombstones(&self, grant: &PurgeGrant, max: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         Cluster::with_store(self, |store| store.purge_tombstones(grant, max))
     }
 }

@@ -47,19 +47,19 @@ impl StoreReplicas {
     }
 
     /// Purges up to `max` tombstones of the grant's partition that it allows
-    /// ([`Store::purge_tombstones`]: the store keeps its Merkle tree in step). Returns how
-    /// many went; 0 if the store is closed or the purge failed (a failed purge leaves
-    /// tombstones, which is harmless: a later grant takes them).
-    pub fn purge_tombstones(&self, grant: &PurgeGrant, max: usize) -> usize {
+    /// ([`Store::purge_tombstones`]: the store keeps its Merkle tree in step). Returns the
+    /// purged (key, state) entries; none if the store is closed or the purge failed (a
+    /// failed purge leaves tombstones, which is harmless: a later grant takes them).
+    pub fn purge_tombstones(&self, grant: &PurgeGrant, max: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut store = self.store.borrow_mut();
         let Some(store) = store.as_mut() else {
-            return 0;
+            return Vec::new();
         };
         store
             .purge_tombstones(grant.partition, grant.lsn_max, max, |key, lsn| {
                 grant.allows(key, lsn)
             })
-            .unwrap_or(0)
+            .unwrap_or_default()
     }
 
     /// Deletes the shard's copy of `partition` (its keys and its tree): a ring change moved

@@ -797,7 +797,8 @@ fn the_tombstone_count_follows_writes_purges_drops_and_reopens() {
     assert_eq!(count(&s), 10 - in_two);
     let purged = s
         .purge_tombstones(0, s.last_lsn(), usize::MAX, |_, _| true)
-        .unwrap() as u64;
+        .unwrap()
+        .len() as u64;
     let held = 10 - in_two - purged;
     assert_eq!(count(&s), held);
     drain(&mut s);
