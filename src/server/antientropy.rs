@@ -37,7 +37,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
@@ -174,9 +173,8 @@ impl ShardAntiEntropy {
         (coverage.replicated, coverage.in_sync.len() as u64)
     }
 
-    /// A client request this shard coordinated took from `started` until now.
-    pub fn record_latency(&self, started: Instant) {
-        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    /// A client request this shard coordinated took `us` microseconds.
+    pub fn record_latency(&self, us: u64) {
         self.latency.borrow_mut().record(us);
     }
 

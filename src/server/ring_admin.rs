@@ -30,7 +30,7 @@ use tracing::{info, warn};
 use super::cluster::{persist, Cluster, ClusterRequest};
 use super::peer::{request_class, tag_request_id, LinkKey};
 use super::service::{ShardRequest, ShardResponse};
-use super::stats::StatEntry;
+use super::stats::{wire_stats, StatEntry};
 use crate::constants::{
     ADMIN_JOIN_TIMEOUT_MS, PEER_REQUEST_CLASS_RING, RING_FETCH_TIMEOUT_MS, TEXT_BYTES_MAX,
 };
@@ -42,7 +42,7 @@ use crate::ring::{Member, NodeId, Replica, Ring, ShardId};
 use crate::wire::{
     self, AdminClearReply, AdminCommitReply, AdminJoinReply, AdminPlanReply, AdminStageReply,
     AdminStatusReply, ChangeKind, ErrorCode, ErrorReply, Frame, List, Message, NodeStatus,
-    PlanMove, PlanNode, RingStateReply, StagedChange, Stat, StatusNode,
+    PlanMove, PlanNode, RingStateReply, StagedChange, StatusNode,
 };
 
 /// Name of the persisted ring state in the data directory.
@@ -643,14 +643,7 @@ impl Cluster {
             Some(p) => (p.epoch, plan_moves(&p.moves, Some(p))),
             None => (0, Vec::new()),
         };
-        let stats: Vec<Stat<'_>> = transfers
-            .iter()
-            .map(|e| Stat {
-                shard: e.shard,
-                name: e.name,
-                value: e.value,
-            })
-            .collect();
+        let stats = wire_stats(&transfers);
         let reply = AdminStatusReply {
             ring_epoch: state.ring().epoch(),
             committed: state.mode() == RingMode::Committed,

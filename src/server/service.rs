@@ -45,7 +45,7 @@ use super::mailbox::Mailbox;
 use super::replica_store::StoreReplicas;
 use super::ring_admin::AdminRequest;
 use super::runtime::{self, RunningServer, ServerError, Service, ShardInfo};
-use super::stats::{OpKind, ShardStats, StatEntry};
+use super::stats::{wire_stats, OpKind, ShardStats, StatEntry};
 use crate::causal::{Actor, CausalError, CausalState, Context, Value};
 use crate::constants::{
     CLUSTER_REPLY_GRACE_MS, COMPACTION_BACKOFF_MS, COMPACTION_IDLE_MS,
@@ -62,7 +62,7 @@ use crate::store::{
 };
 use crate::wire::{
     self, Decoded, DeleteReply, ErrorCode, ErrorReply, FrameError, GetReply, HelloReply, List,
-    Message, NodeInfo, NodeStatus, Options, Owner, PutReply, Role, Stat, StatsReply, TopologyReply,
+    Message, NodeInfo, NodeStatus, Options, Owner, PutReply, Role, StatsReply, TopologyReply,
 };
 
 /// The shares of the background compaction queue, against glommio's default 1000 for the
@@ -738,8 +738,8 @@ impl ClientHandler {
                         );
                     }
                 }
-                core.stats.record(kind, started);
-                core.cluster.antientropy().record_latency(started);
+                let us = core.stats.record(kind, started);
+                core.cluster.antientropy().record_latency(us);
                 out
             }),
         }
@@ -1423,14 +1423,7 @@ async fn stats_reply(
             }
         }
     }
-    let stats: Vec<Stat<'_>> = entries
-        .iter()
-        .map(|e| Stat {
-            shard: e.shard,
-            name: e.name,
-            value: e.value,
-        })
-        .collect();
+    let stats = wire_stats(&entries);
     let mut out = Vec::new();
     let reply = StatsReply {
         stats: List::Owned(stats),

@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 
 use crate::constants::STATS_LATENCY_US_MAX;
 use crate::store::StoreStats;
+use crate::wire::Stat;
 
 /// One reported counter: the shard it belongs to, its dotted name and its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,18 @@ pub struct StatEntry {
     pub name: &'static str,
     /// Its value.
     pub value: u64,
+}
+
+/// The wire form of `entries` (STATS_REPLY's and ADMIN_STATUS_REPLY's counters).
+pub fn wire_stats(entries: &[StatEntry]) -> Vec<Stat<'_>> {
+    entries
+        .iter()
+        .map(|e| Stat {
+            shard: e.shard,
+            name: e.name,
+            value: e.value,
+        })
+        .collect()
 }
 
 /// Which latency histogram a request is recorded in.
@@ -99,8 +112,9 @@ impl ShardStats {
             .set(self.connections.get().saturating_sub(1));
     }
 
-    /// Records the latency of a request that started at `started`.
-    pub fn record(&self, kind: OpKind, started: Instant) {
+    /// Records the latency of a request that started at `started`; returns it in
+    /// microseconds, for whoever else watches latency (anti-entropy's back-off).
+    pub fn record(&self, kind: OpKind, started: Instant) -> u64 {
         let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let histogram = match kind {
             OpKind::Read => &self.read_latency,
@@ -109,6 +123,7 @@ impl ShardStats {
         histogram
             .borrow_mut()
             .saturating_record(us.clamp(1, STATS_LATENCY_US_MAX));
+        us
     }
 
     /// Every counter of this shard, with the store's figures.
