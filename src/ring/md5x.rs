@@ -18,6 +18,8 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+#[cfg(target_arch = "x86_64")]
+use super::position::position_of_state;
 use super::position::{key_position, ONE_BLOCK_KEY_BYTES_MAX};
 
 /// Which instructions hash a batch of keys.
@@ -202,15 +204,11 @@ fn put_key<const L: usize>(blocks: &mut Blocks<L>, lane: usize, key: &[u8]) {
 #[cfg(target_arch = "x86_64")]
 const INITIAL_STATE: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
 
-/// The position of a digest whose final state words are `a b c d`: the digest is their
-/// little-endian bytes in that order, read here as one big-endian number.
+/// The positions of `L` lanes' final states, `state[word][lane]`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn position_of_state(a: u32, b: u32, c: u32, d: u32) -> u128 {
-    (u128::from(a.swap_bytes()) << 96)
-        | (u128::from(b.swap_bytes()) << 64)
-        | (u128::from(c.swap_bytes()) << 32)
-        | u128::from(d.swap_bytes())
+fn positions_of_states<const L: usize>(state: &[[u32; L]; 4]) -> [u128; L] {
+    std::array::from_fn(|lane| position_of_state(state.map(|word| word[lane])))
 }
 
 /// MD5's 64 steps (RFC 1321, section 3.4), in order: `$step!(function, a, b, c, d, message
@@ -290,7 +288,7 @@ macro_rules! md5_steps {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{position_of_state, Blocks, Md5Lanes, INITIAL_STATE};
+    use super::{positions_of_states, Blocks, Md5Lanes, INITIAL_STATE};
 
     /// The positions of the 16 one-block messages in `blocks`.
     ///
@@ -346,8 +344,7 @@ mod avx512 {
             // SAFETY: `words` is 16 u32s, the 64 bytes an unaligned 512-bit store writes.
             unsafe { _mm512_storeu_si512(words.as_mut_ptr().cast(), _mm512_add_epi32(v, v0)) };
         }
-        let [a, b, c, d] = state;
-        std::array::from_fn(|lane| position_of_state(a[lane], b[lane], c[lane], d[lane]))
+        positions_of_states(&state)
     }
 }
 
@@ -356,7 +353,7 @@ mod avx512 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{position_of_state, Blocks, Md5Lanes, INITIAL_STATE};
+    use super::{positions_of_states, Blocks, Md5Lanes, INITIAL_STATE};
 
     /// The positions of the 8 one-block messages in `blocks`.
     ///
@@ -416,8 +413,7 @@ mod avx2 {
             // SAFETY: `words` is 8 u32s, the 32 bytes an unaligned 256-bit store writes.
             unsafe { _mm256_storeu_si256(words.as_mut_ptr().cast(), _mm256_add_epi32(v, v0)) };
         }
-        let [a, b, c, d] = state;
-        std::array::from_fn(|lane| position_of_state(a[lane], b[lane], c[lane], d[lane]))
+        positions_of_states(&state)
     }
 }
 
