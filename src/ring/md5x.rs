@@ -4,7 +4,8 @@
 //! (~120 ns at 2 GHz) however idle the CPU's vector units are. The server sees several
 //! requests at once (a read of the socket holds up to 16), so it hashes them together: lane
 //! `i` of every vector holds key `i`'s state, and one pass of the 64 steps hashes 16 keys
-//! (AVX-512) or 8 (AVX2) for the price of about one.
+//! (AVX-512) or 8 (AVX2). Measured (benches/ring.rs, `key_positions_16`): 16 keys in about
+//! 300 ns on AVX-512 and 540 ns on AVX2, against about 2.5 us one by one.
 //!
 //! Only keys of at most [`ONE_BLOCK_KEY_BYTES_MAX`] bytes take the lanes: their padded
 //! message is one 64-byte block, so every lane runs the same instructions. Longer keys,
@@ -128,8 +129,8 @@ type Blocks<const L: usize> = [[u32; L]; 16];
 /// each lane's position), longer keys and a last lone one-block key one by one.
 ///
 /// A last group of two or more keys still takes the lanes, the spare ones hashing an empty
-/// block whose digest is ignored: a pass costs about one scalar hash, so two keys already
-/// gain.
+/// block whose digest is ignored: a pass's compression costs about one scalar hash and
+/// its setup grows with the keys in it, so two keys already gain.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn in_groups<const L: usize>(

@@ -456,7 +456,7 @@ impl FrameHandler for ClientHandler {
 
     /// With several GET/PUT/DELETE frames waiting on a one-node ring (the store path),
     /// computes their partitions together (`Ring::partitions_of`: their MD5s run side by
-    /// side in SIMD lanes, about 50 ns a key instead of 180) and has the store prefetch
+    /// side in SIMD lanes, about 20 ns a key instead of 160) and has the store prefetch
     /// their index buckets and records together, so the requests' cache misses overlap
     /// instead of each waiting for its own two in turn (see `Store::get_many`).
     ///
