@@ -38,7 +38,9 @@ use crate::constants::{
 };
 
 pub use md5x::{key_positions, key_positions_with, Md5Lanes};
-pub use position::{key_position, partition_first_position, partition_of_position};
+pub use position::{
+    key_position, partition_first_position, partition_of_position, ONE_BLOCK_KEY_BYTES_MAX,
+};
 
 /// A node of the cluster, stable for its life (`--node-id`); the wire carries the raw u64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
