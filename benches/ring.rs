@@ -11,17 +11,26 @@
 //! `md5_one_block_compress` measures the floor: MD5's compression function run once on a
 //! prepared block, with no hashing API around it. (MD5 is the `asm` build of md-5.)
 //!
+//! The server hashes up to 16 requests' keys together (`Ring::partitions_of`, MD5 in SIMD
+//! lanes), so `key_to_preference_list_batched_16` times 16 lookups per iteration and reports
+//! per-key throughput (Elements(16)): target at most 150 ns per key. Its `avx512`, `avx2` and
+//! `scalar` variants force one MD5 path each (`key_positions_with`), `detected` is what the
+//! server runs; `key_positions_16` times the batched MD5 alone.
+//!
 //! Lookups are timed in thread CPU time (`support/cpu_clock.rs`): the machine is shared,
 //! and wall time would measure the neighbours.
 
 use std::hint::black_box;
 
 use cpu_clock::cpu_time_of;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use md5::digest::core_api::{Block, UpdateCore};
 use md5::{Digest, Md5, Md5Core};
 use rotor::constants::PARTITIONS_DEFAULT;
-use rotor::ring::{Member, NodeId, PartitionId, Ring};
+use rotor::ring::{
+    key_positions_with, partition_of_position, Md5Lanes, Member, NodeId, PartitionId,
+    PreferenceList, Ring,
+};
 
 #[path = "support/cpu_clock.rs"]
 mod cpu_clock;
@@ -108,6 +117,87 @@ fn lookups(c: &mut Criterion) {
     });
 }
 
+/// Keys per batch: what the server's `prepare` hashes at most at once.
+const BATCH: usize = 16;
+
+fn batched_lookups(c: &mut Criterion) {
+    let ring = Ring::initial(PARTITIONS_DEFAULT, members(8)).unwrap();
+    let keys = keys();
+    let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let batches = keys.len() / BATCH;
+    let mut i = 0;
+    let mut next_batch = || {
+        i = (i + 1) % batches;
+        &keys[i * BATCH..(i + 1) * BATCH]
+    };
+    let mut group = c.benchmark_group("key_to_preference_list_batched_16");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    // As `key_to_preference_list_n3_8_nodes`, each list copied into a `PreferenceList`.
+    let mut partitions = [PartitionId(0); BATCH];
+    group.bench_function("detected", |b| {
+        b.iter_custom(|iters| {
+            cpu_time_of(iters, || {
+                ring.partitions_of(black_box(next_batch()), &mut partitions);
+                for &p in &partitions {
+                    black_box(ring.preference_list(p, 3));
+                }
+            })
+        })
+    });
+    let mut replicas = Vec::with_capacity(BATCH);
+    group.bench_function("detected_borrowed", |b| {
+        b.iter_custom(|iters| {
+            cpu_time_of(iters, || {
+                ring.keys_replicas(black_box(next_batch()), 3, &mut replicas);
+                black_box(&replicas);
+            })
+        })
+    });
+    for (name, lanes) in paths() {
+        let mut positions = [0u128; BATCH];
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                cpu_time_of(iters, || {
+                    key_positions_with(lanes, black_box(next_batch()), &mut positions);
+                    for &position in &positions {
+                        let p = partition_of_position(position, PARTITIONS_DEFAULT);
+                        black_box::<PreferenceList>(ring.preference_list(p, 3));
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("key_positions_16");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (name, lanes) in paths() {
+        let mut positions = [0u128; BATCH];
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                cpu_time_of(iters, || {
+                    key_positions_with(lanes, black_box(next_batch()), &mut positions);
+                    black_box(&positions);
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The MD5 paths this CPU runs, by bench name (a path it lacks would silently measure the
+/// scalar one, so it is left out).
+fn paths() -> Vec<(&'static str, Md5Lanes)> {
+    [
+        ("avx512", Md5Lanes::Avx512),
+        ("avx2", Md5Lanes::Avx2),
+        ("scalar", Md5Lanes::Scalar),
+    ]
+    .into_iter()
+    .filter(|(_, lanes)| lanes.is_available())
+    .collect()
+}
+
 fn claims(c: &mut Criterion) {
     let eight = Ring::initial(PARTITIONS_DEFAULT, members(8)).unwrap();
     c.bench_function("claim_join_8_to_9_nodes", |b| {
@@ -118,5 +208,5 @@ fn claims(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, lookups, claims);
+criterion_group!(benches, lookups, batched_lookups, claims);
 criterion_main!(benches);

@@ -12,6 +12,8 @@
 //!
 //! Files:
 //! - `position.rs`: MD5 positions and partition ranges ([`key_position`]).
+//! - `md5x.rs`: many keys' positions at once in SIMD lanes ([`key_positions`]), for
+//!   batches of requests.
 //! - `claim.rs`: who owns what (Dynamo's strategy 3, weighted, moving as little as it can,
 //!   keeping consecutive partitions on distinct nodes and zones where it can).
 //! - this file: the [`Ring`] value, preference lists, shard placement, transfer plans and
@@ -24,6 +26,7 @@
 //! rings.
 
 mod claim;
+mod md5x;
 mod position;
 
 use std::ops::Deref;
@@ -34,7 +37,10 @@ use crate::constants::{
     MEMBERS_MAX, NODE_SHARDS_MAX, PARTITIONS_MAX, PREFERENCE_LIST_INLINE, ZONE_NAME_BYTES_MAX,
 };
 
-pub use position::{key_position, partition_first_position, partition_of_position};
+pub use md5x::{key_positions, key_positions_with, Md5Lanes};
+pub use position::{
+    key_position, partition_first_position, partition_of_position, ONE_BLOCK_KEY_BYTES_MAX,
+};
 
 /// A node of the cluster, stable for its life (`--node-id`); the wire carries the raw u64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -527,6 +533,56 @@ impl Ring {
         self.preference_list(self.partition_of(key), n)
     }
 
+    /// The partitions holding `keys` (`out[i]` = [`Ring::partition_of`]`(keys[i])`), their
+    /// MD5s computed several at once ([`key_positions`]): a batch of 16 short keys costs
+    /// about what 2-3 keys cost one by one.
+    ///
+    /// # Panics
+    /// If `keys` and `out` differ in length.
+    pub fn partitions_of(&self, keys: &[&[u8]], out: &mut [PartitionId]) {
+        assert_eq!(keys.len(), out.len(), "one partition per key");
+        let mut positions = [0u128; KEYS_PER_PASS];
+        for (keys, out) in keys
+            .chunks(KEYS_PER_PASS)
+            .zip(out.chunks_mut(KEYS_PER_PASS))
+        {
+            let positions = &mut positions[..keys.len()];
+            key_positions(keys, positions);
+            for (partition, &position) in out.iter_mut().zip(positions.iter()) {
+                *partition = partition_of_position(position, self.q);
+            }
+        }
+    }
+
+    /// The partitions of `keys` and their first `n` replicas by reference, in order, into
+    /// `out` (cleared first): [`Ring::key_replicas`] for a batch, hashed as
+    /// [`Ring::partitions_of`] does. `None` (with `out` empty) when `n` is above
+    /// `PREFERENCE_LIST_INLINE`.
+    pub fn keys_replicas<'r>(
+        &'r self,
+        keys: &[&[u8]],
+        n: usize,
+        out: &mut Vec<(PartitionId, &'r [Replica])>,
+    ) -> Option<()> {
+        out.clear();
+        if n > PREFERENCE_LIST_INLINE {
+            return None;
+        }
+        let mut partitions = [PartitionId(0); KEYS_PER_PASS];
+        for keys in keys.chunks(KEYS_PER_PASS) {
+            let partitions = &mut partitions[..keys.len()];
+            self.partitions_of(keys, partitions);
+            for &partition in partitions.iter() {
+                let Some(replicas) = self.replicas(partition, n) else {
+                    out.clear();
+                    return None;
+                };
+                out.push((partition, replicas));
+            }
+        }
+        Some(())
+    }
+
     /// The fallbacks of `partition` for sloppy quorum: every member after the first `n` of
     /// its preference order, in that order (the same walk, continued).
     pub fn extended(&self, partition: PartitionId, n: usize) -> Vec<Replica> {
@@ -682,6 +738,10 @@ fn heads(owners: &[u16], slots: &[Slot], zone_aware: bool) -> Vec<[u16; PREFEREN
     }
     heads
 }
+
+/// Keys hashed together by the batched lookups' stack buffers: the widest path's lanes
+/// (AVX-512's 16), so each chunk fills one pass.
+const KEYS_PER_PASS: usize = 16;
 
 /// The shard of a node with `shards` shards that holds `partition` on a ring of `q`
 /// partitions. Depends on nothing else, so a partition stays on its shard when other

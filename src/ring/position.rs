@@ -52,7 +52,14 @@ fn one_block_position(key: &[u8]) -> u128 {
     block[56..].copy_from_slice(&((len as u64) * 8).to_le_bytes());
     let mut state = MD5_INITIAL_STATE;
     md5_asm::compress(&mut state, std::slice::from_ref(&block));
-    let [a, b, c, d] = state;
+    position_of_state(state)
+}
+
+/// The position of a digest whose final state words are `[a, b, c, d]`: the digest is their
+/// little-endian bytes in that order, read here as one big-endian number (four byte swaps).
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline(always)]
+pub(super) fn position_of_state([a, b, c, d]: [u32; 4]) -> u128 {
     (u128::from(a.swap_bytes()) << 96)
         | (u128::from(b.swap_bytes()) << 64)
         | (u128::from(c.swap_bytes()) << 32)

@@ -382,6 +382,39 @@ fn key_lookup_goes_through_md5_partition() {
 }
 
 #[test]
+fn batched_lookups_match_one_key_at_a_time() {
+    let ring = Ring::initial(Q, equal(0..8)).unwrap();
+    // 37 keys: two full 16-key chunks and a partial one, with long keys among short ones.
+    let keys: Vec<Vec<u8>> = (0..37)
+        .map(|i| {
+            let mut key = format!("user:{i:08}").into_bytes();
+            if i % 5 == 0 {
+                key.resize(60 + i, b'x');
+            }
+            key
+        })
+        .collect();
+    let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let mut partitions = vec![PartitionId(u32::MAX); keys.len()];
+    ring.partitions_of(&keys, &mut partitions);
+    let want: Vec<PartitionId> = keys.iter().map(|key| ring.partition_of(key)).collect();
+    assert_eq!(partitions, want);
+
+    let mut replicas = Vec::new();
+    assert_eq!(ring.keys_replicas(&keys, 3, &mut replicas), Some(()));
+    let want: Vec<(PartitionId, &[Replica])> = keys
+        .iter()
+        .map(|key| ring.key_replicas(key, 3).unwrap())
+        .collect();
+    assert_eq!(replicas, want);
+    assert_eq!(ring.keys_replicas(&[], 3, &mut replicas), Some(()));
+    assert!(replicas.is_empty());
+    let too_many = PREFERENCE_LIST_INLINE + 1;
+    assert_eq!(ring.keys_replicas(&keys, too_many, &mut replicas), None);
+    assert!(replicas.is_empty());
+}
+
+#[test]
 fn invalid_memberships_are_refused() {
     let one = || vec![Member::new(NodeId(1), 1, 1)];
     assert_eq!(Ring::initial(Q, vec![]), Err(RingError::EmptyMembership));
