@@ -146,7 +146,11 @@ fn replicas() -> Replicas {
             let kh = KeyHash::of(&k);
             leaf.push(kh.leaf() as u16);
             ta.update_leaf(kh.leaf(), None, Some(kh.entry_hash(&state(i, 1))));
-            let version = if i % DIVERGE_EVERY == 0 { 2 } else { 1 };
+            let version = if i.is_multiple_of(DIVERGE_EVERY) {
+                2
+            } else {
+                1
+            };
             tb.update_leaf(kh.leaf(), None, Some(kh.entry_hash(&state(i, version))));
         }
         a.push(ta);

@@ -170,7 +170,7 @@ fn tombstones_are_purged_only_once_every_replica_holds_them() {
         .collect();
     let value = |k: usize| format!("kept value {k}").into_bytes();
     let values: Vec<Vec<u8>> = (0..PURGE_KEYS).map(value).collect();
-    let deleted = |k: usize| k % 2 == 0;
+    let deleted = |k: usize| k.is_multiple_of(2);
 
     let mut writer = cluster.client_via(0);
     let mut contexts: Vec<Vec<u8>> = Vec::with_capacity(PURGE_KEYS);

@@ -146,7 +146,7 @@ fn diverged(keys: usize, diverging: usize) -> (MemStore, MemStore) {
     let (mut a, mut b) = (store(1), store(2));
     for i in 0..keys {
         let (k, v) = (key(i), format!("v{i}").into_bytes());
-        if i % (keys / diverging) == 0 && (i / (keys / diverging)) % 2 == 0 {
+        if i % (keys / diverging) == 0 && (i / (keys / diverging)).is_multiple_of(2) {
             write(&mut a, &k, &v, 1); // Only on A.
             continue;
         }

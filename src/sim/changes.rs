@@ -499,21 +499,21 @@ impl Simulation {
         };
         self.handoff_actions(node, out);
         if committed {
-            if now % SIM_GOSSIP_MS == 0 {
+            if now.is_multiple_of(SIM_GOSSIP_MS) {
                 let peers = self.ring_peers(node);
                 if !peers.is_empty() {
                     let peer = peers[self.rng.below(peers.len() as u64) as usize];
                     self.send_ring_state(node, peer, false);
                 }
             }
-            if now % RETRY_MS == 0 {
+            if now.is_multiple_of(RETRY_MS) {
                 self.start_moves(node);
             }
-            if now % CLEANUP_MS == 0 {
+            if now.is_multiple_of(CLEANUP_MS) {
                 self.clean_up(node);
             }
         }
-        if self.config.purge && now % PURGE_CHECK_MS == 0 {
+        if self.config.purge && now.is_multiple_of(PURGE_CHECK_MS) {
             self.purge(node);
         }
     }

@@ -1254,7 +1254,7 @@ impl Simulation {
             }) = self.running(node)
             {
                 // The group-commit timer (a no-op for stores that sync every write).
-                if now % GROUP_COMMIT_MS == 0 {
+                if now.is_multiple_of(GROUP_COMMIT_MS) {
                     coordinator.store_mut().sync();
                 }
                 coordinator.tick(now, ring, detector, &mut out);

@@ -654,7 +654,7 @@ fn load_checkpoint(
         let mut index = PartitionIndex::with_capacity(n);
         for _ in 0..n {
             let (hash, segment, offset) = (r.u64()?, r.u32()?, r.u32()?);
-            if offset as usize % RECORD_ALIGN != 0 {
+            if !(offset as usize).is_multiple_of(RECORD_ALIGN) {
                 return Err("misaligned record offset".into());
             }
             if !store.segments.contains_key(&segment) {

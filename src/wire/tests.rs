@@ -47,7 +47,7 @@ fn parse_vector(text: &str) -> (Vec<u8>, Expect) {
         let data = line.split('#').next().unwrap_or("");
         hex.extend(data.chars().filter(|c| !c.is_whitespace()));
     }
-    assert!(hex.len() % 2 == 0, "odd number of hex digits");
+    assert!(hex.len().is_multiple_of(2), "odd number of hex digits");
     let bytes = (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digit"))
