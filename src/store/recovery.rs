@@ -805,16 +805,16 @@ fn load_checkpoint(
     match load_trees(store, saved_trees) {
         Ok(()) => {
             pending.follow_trees = true;
-            // A key whose segment is gone took its entry hash with it; a partition with
-            // keys and no saved tree is not one to guess about.
+            // A key whose segment is gone took its entry hash with it. A tree that does not
+            // count its partition's keys is not one to guess about: it left out a damaged
+            // record, or does not belong to this index.
             pending
                 .stale_trees
                 .extend(pending.missing.keys().map(|&(p, _)| p));
-            let untreed = store
-                .partitions
-                .iter()
-                .filter(|&(p, index)| !index.is_empty() && !store.trees.contains_key(p));
-            pending.stale_trees.extend(untreed.map(|(&p, _)| p));
+            let doubtful = store.partitions.iter().filter(|&(p, index)| {
+                store.trees.get(p).map_or(0, MerkleTree::len) != index.len() as u64
+            });
+            pending.stale_trees.extend(doubtful.map(|(&p, _)| p));
         }
         Err(reason) => {
             eprintln!(
