@@ -25,8 +25,8 @@
 //! | ..     | ..    | hint index: count u64; target u64, id u64, segment u32, offset u32 each |
 //! | end-4  | 4     | CRC32C of everything but the trees and their CRC                   |
 //!
-//! The trees have their own CRC so that damage there costs a rebuild of the trees (about a
-//! second per million keys) and not a scan of the whole log. A saved tree is the one of its
+//! The trees have their own CRC so that damage there costs a rebuild of the trees (0.3 to 1
+//! s per million keys) and not a scan of the whole log. A saved tree is the one of its
 //! partition's entries in this checkpoint: the replay after it keeps it exact (see
 //! `trees.rs`), and any doubt rebuilds the tree from the index, never keeps a wrong one.
 
