@@ -75,6 +75,24 @@ impl MerkleTree {
             .set(self.dirty.get() | 1 << (leaf / MERKLE_FANOUT));
     }
 
+    /// A tree from leaves and an entry count saved by [`MerkleTree::leaves`] and
+    /// [`MerkleTree::len`] (the store's checkpoint); its inner hashes are computed on first
+    /// read.
+    pub fn from_leaves(leaves: [u64; LEAVES], entries: u64) -> Self {
+        Self {
+            leaves: Box::new(leaves),
+            buckets: Default::default(),
+            root: Cell::new(0),
+            dirty: Cell::new(u32::MAX),
+            entries,
+        }
+    }
+
+    /// The leaves (the XOR accumulators): with [`MerkleTree::len`], all a saved tree needs.
+    pub fn leaves(&self) -> &[u64; LEAVES] {
+        &self.leaves
+    }
+
     /// The root hash: 0 for an empty tree.
     pub fn root(&self) -> u64 {
         self.refresh();

@@ -12,7 +12,8 @@ pub const SEGMENT_HEADER_BYTES: usize = 32;
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RTRSEG01";
 
-/// Format version written into segment headers, checkpoints and the meta file.
+/// Format version written into segment headers and the meta file (the checkpoint has its
+/// own, in `recovery.rs`).
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Bytes of a record header, before the key and value.

@@ -127,7 +127,9 @@
 //! The store keeps the Merkle tree (`src/merkle/`) of every partition holding keys, for
 //! anti-entropy: each put, purge and partition drop updates it in O(1) (the key's leaf is
 //! an XOR of entry hashes; the old entry hash comes from the replaced record), compaction
-//! leaves it alone, and [`Store::open`] rebuilds it from the index. Hints are not in trees.
+//! leaves it alone. The checkpoint saves the trees' leaves; [`Store::open`] takes them from
+//! it and keeps them exact through the replay of the log after it, rebuilding from the index
+//! only the trees it cannot (all of them without a checkpoint). Hints are not in trees.
 //! See `trees.rs`.
 //!
 //! # Compaction
@@ -246,6 +248,12 @@ pub struct RecoveryReport {
     pub used_checkpoint: bool,
     /// Why the checkpoint was not used, if there was one.
     pub checkpoint_rejected: Option<String>,
+    /// The Merkle trees came from the checkpoint (kept exact through the replay after it),
+    /// apart from the `trees_rebuilt` ones.
+    pub trees_from_checkpoint: bool,
+    /// Partitions whose Merkle tree was rebuilt from the index (a read of each of their
+    /// records): all of them when the trees did not come from the checkpoint.
+    pub trees_rebuilt: usize,
     /// Segments opened.
     pub segments: usize,
     /// Records read while scanning.
@@ -387,9 +395,11 @@ pub struct Store {
     retired: Vec<Arc<Segment>>,
     bytes_since_checkpoint: u64,
     corrupt_seen: Cell<u64>,
-    /// Keys whose current record is a tombstone: counted by the tree rebuild at open,
-    /// kept by put, purge and partition drop (compaction copies records unchanged).
-    tombstones: u64,
+    /// Keys whose current record is a tombstone, per partition: saved with the trees in
+    /// the checkpoint (or counted by a tree rebuild at open), kept by put, purge and
+    /// partition drop (compaction copies records unchanged). Per partition so that an open
+    /// that rebuilds some trees recounts only their partitions.
+    tombstones: HashMap<u32, u64, ahash::RandomState>,
 }
 
 /// Open segments by id, with their accounting.
@@ -567,8 +577,7 @@ impl Store {
         let (lsn, loc, len) = self.append(record_kind, partition, 0, key, value)?;
         let old = self.index_insert(partition, key, loc, len);
         let was_tombstone = old.is_some_and(|old| self.is_tombstone_at(old));
-        self.tombstones = (self.tombstones + u64::from(kind == ValueKind::Tombstone))
-            .saturating_sub(u64::from(was_tombstone));
+        self.count_tombstone(partition, was_tombstone, kind == ValueKind::Tombstone);
         self.tree_write(partition, key, old, Some(value));
         self.after_write(lsn)
     }
@@ -578,12 +587,8 @@ impl Store {
         let (lsn, loc, len) = self.append(RecordKind::PartitionDrop, partition, 0, &[], &[])?;
         self.add_markers(loc, len);
         self.trees.remove(&partition);
+        self.tombstones.remove(&partition);
         if let Some(index) = self.partitions.remove(&partition) {
-            let dropped = index
-                .entries()
-                .filter(|&(_, old)| self.is_tombstone_at(old))
-                .count() as u64;
-            self.tombstones = self.tombstones.saturating_sub(dropped);
             for (_, old) in index.entries() {
                 self.release(old);
             }
@@ -608,7 +613,7 @@ impl Store {
             .get_mut(&partition)
             .and_then(|p| p.remove(hash, key, |l| key_at(segments, l)));
         if let Some(old) = old {
-            self.tombstones = self.tombstones.saturating_sub(1);
+            self.count_tombstone(partition, true, false);
             self.tree_write(partition, key, Some(old), None);
             self.release(old);
         }
@@ -781,7 +786,7 @@ impl Store {
             keys: self.partitions.values().map(|p| p.len() as u64).sum(),
             partitions: self.partitions.values().filter(|p| !p.is_empty()).count() as u64,
             hints: self.hints.len() as u64,
-            tombstones: self.tombstones,
+            tombstones: self.tombstones.values().sum(),
             segments: self.segments.len() as u64,
             corrupt_records_skipped: self.corrupt_seen.get(),
             index_bytes: self.index_bytes() as u64,
@@ -1033,6 +1038,15 @@ impl Store {
         };
         let kind_at = loc.offset as usize + 32;
         info.seg.bytes().get(kind_at).copied() == Some(RecordKind::Tombstone as u8)
+    }
+
+    /// Moves `partition`'s tombstone count for a key whose record was (`was`) and now is
+    /// (`now`) a tombstone.
+    fn count_tombstone(&mut self, partition: u32, was: bool, now: bool) {
+        if was != now {
+            let n = self.tombstones.entry(partition).or_default();
+            *n = if now { *n + 1 } else { n.saturating_sub(1) };
+        }
     }
 
     /// The record at `old` is no longer live: take its bytes off its segment's live count.

@@ -4,13 +4,31 @@
 //! Meta file `STORE` (60 bytes): magic `RTRMETA1`, version u32, reserved u32, incarnation u64,
 //! four u64 hash seeds, CRC32C of the preceding bytes (u32).
 //!
-//! Checkpoint `index.ckpt`: magic `RTRCKPT1`, version u32, reserved u32, incarnation u64,
-//! hash probe u64 (the store's hash of a fixed string, so a checkpoint made by a build whose
-//! hash differs is refused), next LSN u64, replay segment u32 and offset u32, then a segment
-//! table (count u32; id u32, written end u32, live u64, markers u64 each), the key index
-//! (partition count u32; partition u32, entry count u64, entries of hash u64, segment u32,
-//! offset u32), the hint index (count u64; target u64, id u64, segment u32, offset u32 each)
-//! and a CRC32C of everything before it.
+//! Checkpoint `index.ckpt` (format version 2; a checkpoint of another version is refused
+//! and the log scanned, as for any other mismatch), all integers little-endian:
+//!
+//! | offset | bytes | field                                                              |
+//! |-------:|------:|--------------------------------------------------------------------|
+//! | 0      | 8     | magic `RTRCKPT1`                                                   |
+//! | 8      | 4     | checkpoint format version (2)                                      |
+//! | 12     | 4     | reserved, zero                                                     |
+//! | 16     | 8     | incarnation                                                        |
+//! | 24     | 8     | hash probe: the store's hash of a fixed string, so a checkpoint made by a build whose hash differs is refused |
+//! | 32     | 8     | next LSN                                                           |
+//! | 40     | 4     | replay segment                                                     |
+//! | 44     | 4     | replay offset                                                      |
+//! | 48     | 4     | `T`: Merkle trees saved                                            |
+//! | 52     | 8212 T | trees: partition u32, entries u64, tombstones u64, then the 1024 leaves u64 (`MERKLE_LEAVES`) |
+//! | ..     | 4     | CRC32C of the trees                                                |
+//! | ..     | ..    | segment table: count u32; id u32, written end u32, live u64, markers u64 each |
+//! | ..     | ..    | key index: partition count u32; partition u32, entry count u64, then entries of hash u64, segment u32, offset u32 |
+//! | ..     | ..    | hint index: count u64; target u64, id u64, segment u32, offset u32 each |
+//! | end-4  | 4     | CRC32C of everything but the trees and their CRC                   |
+//!
+//! The trees have their own CRC so that damage there costs a rebuild of the trees (0.3 to 1
+//! s per million keys) and not a scan of the whole log. A saved tree is the one of its
+//! partition's entries in this checkpoint: the replay after it keeps it exact (see
+//! `trees.rs`), and any doubt rebuilds the tree from the index, never keeps a wrong one.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
@@ -26,6 +44,8 @@ use super::{
     head_at, key_at, segment_path, OpenError, RecoveryReport, SegmentInfo, Segments, Store,
     StoreConfig, WriteError,
 };
+use crate::constants::MERKLE_LEAVES;
+use crate::merkle::MerkleTree;
 use crate::store::format::{check_segment_header, padded, SEGMENT_HEADER_BYTES};
 
 const META_FILE: &str = "STORE";
@@ -36,7 +56,22 @@ const CHECKPOINT_FILE: &str = "index.ckpt";
 /// says every write of the previous run was synced before the process ended.
 const CLEAN_FILE: &str = "CLEAN";
 const CHECKPOINT_MAGIC: [u8; 8] = *b"RTRCKPT1";
+/// Version of the checkpoint's layout, apart from the segments' `FORMAT_VERSION`: 2 added
+/// the Merkle trees.
+const CHECKPOINT_VERSION: u32 = 2;
+/// Bytes of the checkpoint's fixed header, before the trees.
+const CHECKPOINT_HEADER_BYTES: usize = 52;
+/// Leaves of one saved tree.
+const LEAVES: usize = MERKLE_LEAVES as usize;
+/// Bytes of one saved tree: partition, entries, tombstones, leaves.
+const TREE_RECORD_BYTES: usize = 4 + 8 + 8 + 8 * LEAVES;
 const HASH_PROBE: &[u8] = b"rotor store hash probe";
+/// Bytes of one key index entry in the checkpoint: hash u64, segment u32, offset u32.
+const INDEX_ENTRY_BYTES: usize = 16;
+/// How many entries ahead the checkpoint load prefetches a table bucket: enough misses in
+/// flight to cover memory latency (a core has 10 to 16 line-fill buffers), few enough that
+/// the line is still cached when its insert comes.
+const INSERT_PREFETCH_AHEAD: usize = 8;
 
 /// Opens the store in `dir`: see the module docs of [`crate::store`] for the rules.
 pub(super) fn open(dir: &Path, config: StoreConfig) -> Result<(Store, RecoveryReport), OpenError> {
@@ -143,7 +178,7 @@ pub(super) fn open(dir: &Path, config: StoreConfig) -> Result<(Store, RecoveryRe
         retired: Vec::new(),
         bytes_since_checkpoint: 0,
         corrupt_seen: std::cell::Cell::new(0),
-        tombstones: 0,
+        tombstones: HashMap::default(),
     };
 
     let mut pending = Pending::default();
@@ -174,9 +209,25 @@ pub(super) fn open(dir: &Path, config: StoreConfig) -> Result<(Store, RecoveryRe
             }
         }
     }
-    pending.finish(&mut store);
-    // The index is final: the Merkle trees follow from it (they are never persisted).
-    store.rebuild_merkle_trees();
+    // The index is final: trees the replay could not keep exact are rebuilt from it, all of
+    // them when the checkpoint gave none.
+    match pending.finish(&mut store) {
+        Some(stale) => {
+            report.trees_from_checkpoint = true;
+            report.trees_rebuilt = store
+                .partitions
+                .keys()
+                .filter(|p| stale.contains(p))
+                .count();
+            if !stale.is_empty() {
+                store.rebuild_trees_where(|p| stale.contains(&p));
+            }
+        }
+        None => {
+            report.trees_rebuilt = store.partitions.len();
+            store.rebuild_merkle_trees();
+        }
+    }
 
     // Appends go to a fresh segment, made by the first write, never after recovered bytes:
     // past the end a scan found there may be stale bytes (pages written back out of order
@@ -211,12 +262,21 @@ struct Pending {
     missing: HashMap<(u32, u64), u32>,
     /// Checkpointed hints whose segment was deleted, awaiting their copy or deletion.
     missing_hints: HashSet<u64>,
+    /// The trees (and tombstone counts) came from the checkpoint and the replay keeps them
+    /// in step; when false they are all rebuilt at the end.
+    follow_trees: bool,
+    /// Partitions whose tree the replay cannot keep exact, rebuilt at the end: a key of the
+    /// checkpoint in a deleted segment (its entry hash is gone with it), an old record that
+    /// no longer checks out, a partition drop.
+    stale_trees: HashSet<u32>,
 }
 
 impl Pending {
-    /// Removes what the markers cancel.
-    fn finish(self, store: &mut Store) {
+    /// Removes what the markers cancel. Returns the partitions whose trees must be rebuilt
+    /// from the final index, or None for all of them.
+    fn finish(mut self, store: &mut Store) -> Option<HashSet<u32>> {
         for (partition, drop_lsn) in self.drops {
+            self.stale_trees.insert(partition);
             let Some(index) = store.partitions.get(&partition) else {
                 continue;
             };
@@ -243,7 +303,32 @@ impl Pending {
             if head_at(segments, loc).is_none_or(|h| h.lsn < purge_lsn) {
                 index.remove_loc(hash, loc);
                 store.release(loc);
+                if self.follow_trees && !self.stale_trees.contains(&partition) {
+                    // As `Store::purge` does.
+                    let was_tombstone = store.is_tombstone_at(loc);
+                    store.count_tombstone(partition, was_tombstone, false);
+                    if !store.tree_swap(partition, &key, Some(loc), None) {
+                        self.stale_trees.insert(partition);
+                    }
+                }
             }
+        }
+        self.follow_trees.then_some(self.stale_trees)
+    }
+
+    /// Keeps the tree and tombstone count of a replayed write's partition in step, as
+    /// `Store::put` does (`old`: the record it replaced), while they come from the
+    /// checkpoint; a partition whose old record does not check out is left to a rebuild.
+    fn follow_write(&mut self, store: &mut Store, rec: &Record<'_>, old: Option<Loc>) {
+        let partition = rec.meta.partition;
+        if !self.follow_trees || self.stale_trees.contains(&partition) {
+            return;
+        }
+        let was_tombstone = old.is_some_and(|o| store.is_tombstone_at(o));
+        let is_tombstone = rec.meta.kind == RecordKind::Tombstone;
+        store.count_tombstone(partition, was_tombstone, is_tombstone);
+        if !store.tree_swap(partition, rec.key, old, Some(rec.value)) {
+            self.stale_trees.insert(partition);
         }
     }
 }
@@ -252,6 +337,8 @@ impl Pending {
 /// scan from scratch after a rejected checkpoint.
 fn reset(store: &mut Store) {
     store.partitions.clear();
+    store.trees.clear();
+    store.tombstones.clear();
     store.hints = HintIndex::default();
     store.hint_bytes = 0;
     store.next_lsn = 1;
@@ -395,6 +482,7 @@ fn apply(store: &mut Store, loc: Loc, rec: &Record<'_>, pending: &mut Pending) {
             let index = store.partitions.entry(meta.partition).or_default();
             let Some(old) = index.insert(hash, rec.key, loc, |l| key_at(segments, l)) else {
                 store.add_live(loc, len);
+                pending.follow_write(store, rec, None);
                 return;
             };
             // Equal LSNs are two copies of one write (compaction): the later one wins, since
@@ -406,6 +494,7 @@ fn apply(store: &mut Store, loc: Loc, rec: &Record<'_>, pending: &mut Pending) {
             }
             store.add_live(loc, len);
             store.release(old);
+            pending.follow_write(store, rec, Some(old));
         }
         RecordKind::Hint => {
             pending.missing_hints.remove(&meta.lsn);
@@ -536,7 +625,7 @@ pub(super) fn write_checkpoint(store: &Store) -> Result<(), WriteError> {
     write_atomically(&store.dir, CHECKPOINT_FILE, |w| {
         let mut out = CrcWriter { w, crc: 0 };
         out.put(&CHECKPOINT_MAGIC)?;
-        out.put(&FORMAT_VERSION.to_le_bytes())?;
+        out.put(&CHECKPOINT_VERSION.to_le_bytes())?;
         out.put(&0u32.to_le_bytes())?;
         out.put(&store.incarnation.to_le_bytes())?;
         out.put(&store.hasher.hash_one(HASH_PROBE).to_le_bytes())?;
@@ -549,6 +638,24 @@ pub(super) fn write_checkpoint(store: &Store) -> Result<(), WriteError> {
         };
         out.put(&replay_seg.to_le_bytes())?;
         out.put(&(replay_off as u32).to_le_bytes())?;
+        out.put(&(store.trees.len() as u32).to_le_bytes())?;
+        // The trees, under a CRC of their own, kept out of the file's.
+        let file_crc = std::mem::replace(&mut out.crc, 0);
+        let mut record = Vec::with_capacity(TREE_RECORD_BYTES);
+        for (&partition, tree) in &store.trees {
+            record.clear();
+            record.extend_from_slice(&partition.to_le_bytes());
+            record.extend_from_slice(&tree.len().to_le_bytes());
+            let tombstones = store.tombstones.get(&partition).copied().unwrap_or(0);
+            record.extend_from_slice(&tombstones.to_le_bytes());
+            for leaf in tree.leaves() {
+                record.extend_from_slice(&leaf.to_le_bytes());
+            }
+            debug_assert_eq!(record.len(), TREE_RECORD_BYTES);
+            out.put(&record)?;
+        }
+        let trees_crc = std::mem::replace(&mut out.crc, file_crc);
+        out.w.write_all(&trees_crc.to_le_bytes())?;
         out.put(&(store.segments.len() as u32).to_le_bytes())?;
         for (&id, info) in &store.segments {
             out.put(&id.to_le_bytes())?;
@@ -599,25 +706,46 @@ fn load_checkpoint(
     report: &mut RecoveryReport,
 ) -> Result<(), String> {
     let bytes = fs::read(store.dir.join(CHECKPOINT_FILE)).map_err(|e| e.to_string())?;
-    let body_len = bytes.len().checked_sub(4).ok_or("too short")?;
-    let (body, crc) = bytes.split_at(body_len);
-    if crc32c::crc32c(body) != u32_at(crc, 0) {
+    let header = bytes.get(..CHECKPOINT_HEADER_BYTES).ok_or("too short")?;
+    let mut h = Cursor { buf: header, at: 0 };
+    if h.take(8)? != CHECKPOINT_MAGIC {
+        return Err("bad magic".into());
+    }
+    let version = h.u32()?;
+    if version != CHECKPOINT_VERSION {
+        return Err(format!(
+            "format version {version}, this build reads {CHECKPOINT_VERSION}"
+        ));
+    }
+    h.u32()?;
+    let (incarnation, probe, next_lsn) = (h.u64()?, h.u64()?, h.u64()?);
+    let replay_seg = h.u32()?;
+    let replay_off = h.u32()? as usize;
+    let trees = h.u32()? as usize;
+    // The file's CRC covers the header and the body, not the trees (they have their own).
+    let trees_end = trees
+        .checked_mul(TREE_RECORD_BYTES)
+        .and_then(|n| n.checked_add(CHECKPOINT_HEADER_BYTES + 4))
+        .ok_or("tree count overflow")?;
+    let body_end = bytes.len().checked_sub(4).ok_or("too short")?;
+    let (Some(saved_trees), Some(body), Some(crc)) = (
+        bytes.get(CHECKPOINT_HEADER_BYTES..trees_end),
+        bytes.get(trees_end..body_end),
+        bytes.get(body_end..),
+    ) else {
+        return Err("tree count larger than the file".into());
+    };
+    if crc32c::crc32c_append(crc32c::crc32c(header), body) != u32_at(crc, 0) {
         return Err("checksum mismatch".into());
     }
-    let mut r = Cursor { buf: body, at: 0 };
-    if r.take(8)? != CHECKPOINT_MAGIC || r.u32()? != FORMAT_VERSION {
-        return Err("bad magic or version".into());
-    }
-    r.u32()?;
-    if r.u64()? != store.incarnation {
+    if incarnation != store.incarnation {
         return Err("made for another incarnation".into());
     }
-    if r.u64()? != store.hasher.hash_one(HASH_PROBE) {
+    if probe != store.hasher.hash_one(HASH_PROBE) {
         return Err("made with another key hash".into());
     }
-    store.next_lsn = r.u64()?.max(1);
-    let replay_seg = r.u32()?;
-    let replay_off = r.u32()? as usize;
+    store.next_lsn = next_lsn.max(1);
+    let mut r = Cursor { buf: body, at: 0 };
 
     let listed = r.count(false, 24)?;
     let mut sealed = BTreeMap::new();
@@ -647,17 +775,27 @@ fn load_checkpoint(
         }
     }
 
+    // The key index is most of the file and of the open's time: per entry a table insert
+    // (a cache miss, overlapped with the next ones' by prefetching their buckets ahead) and
+    // a check that its segment exists (a hash set: a lookup in the segment map was 28% of
+    // a 10M-key open).
+    let present: HashSet<u32, ahash::RandomState> = store.segments.keys().copied().collect();
     let partitions = r.u32()?;
     for _ in 0..partitions {
         let partition = r.u32()?;
-        let n = r.count(true, 16)?;
+        let n = r.count(true, INDEX_ENTRY_BYTES)?;
+        let entries = r.take(n * INDEX_ENTRY_BYTES)?;
         let mut index = PartitionIndex::with_capacity(n);
-        for _ in 0..n {
-            let (hash, segment, offset) = (r.u64()?, r.u32()?, r.u32()?);
+        for (i, entry) in entries.chunks_exact(INDEX_ENTRY_BYTES).enumerate() {
+            let ahead = (i + INSERT_PREFETCH_AHEAD) * INDEX_ENTRY_BYTES;
+            if let Some(later) = entries.get(ahead..ahead + 8) {
+                index.prefetch(u64_at(later, 0));
+            }
+            let (hash, segment, offset) = (u64_at(entry, 0), u32_at(entry, 8), u32_at(entry, 12));
             if !(offset as usize).is_multiple_of(RECORD_ALIGN) {
                 return Err("misaligned record offset".into());
             }
-            if !store.segments.contains_key(&segment) {
+            if !present.contains(&segment) {
                 *pending.missing.entry((partition, hash)).or_default() += 1;
                 continue;
             }
@@ -679,6 +817,30 @@ fn load_checkpoint(
     }
     if r.at != body.len() {
         return Err("trailing bytes".into());
+    }
+    match load_trees(store, saved_trees) {
+        Ok(()) => {
+            pending.follow_trees = true;
+            // A key whose segment is gone took its entry hash with it. A tree that does not
+            // count its partition's keys is not one to guess about: it left out a damaged
+            // record, or does not belong to this index.
+            pending
+                .stale_trees
+                .extend(pending.missing.keys().map(|&(p, _)| p));
+            let doubtful = store.partitions.iter().filter(|&(p, index)| {
+                store.trees.get(p).map_or(0, MerkleTree::len) != index.len() as u64
+            });
+            pending.stale_trees.extend(doubtful.map(|(&p, _)| p));
+        }
+        Err(reason) => {
+            eprintln!(
+                "rotor store {}: Merkle trees of the checkpoint not used: {reason}; \
+                 rebuilding them",
+                store.dir.display()
+            );
+            store.trees.clear();
+            store.tombstones.clear();
+        }
     }
 
     // Replay what was written after the checkpoint.
@@ -704,6 +866,36 @@ fn load_checkpoint(
     }
     // No entry can point at a deleted segment: those were never loaded (see `missing`),
     // and the replay only adds locations it just read.
+    Ok(())
+}
+
+/// Takes the saved trees and tombstone counts, checked against their CRC and the index
+/// just loaded; on `Err` the caller discards whatever was taken.
+fn load_trees(store: &mut Store, saved: &[u8]) -> Result<(), String> {
+    let records_len = saved.len().checked_sub(4).ok_or("truncated")?;
+    let (records, crc) = saved.split_at(records_len);
+    if crc32c::crc32c(records) != u32_at(crc, 0) {
+        return Err("checksum mismatch".into());
+    }
+    for record in records.chunks_exact(TREE_RECORD_BYTES) {
+        let mut r = Cursor { buf: record, at: 0 };
+        let (partition, entries, tombstones) = (r.u32()?, r.u64()?, r.u64()?);
+        let mut leaves = [0u64; LEAVES];
+        for leaf in &mut leaves {
+            *leaf = r.u64()?;
+        }
+        // A saved tree holds at least one key, of a partition the index knows.
+        if entries == 0 || tombstones > entries || !store.partitions.contains_key(&partition) {
+            return Err(format!(
+                "tree of partition {partition} does not fit the index"
+            ));
+        }
+        let tree = MerkleTree::from_leaves(leaves, entries);
+        if store.trees.insert(partition, tree).is_some() {
+            return Err(format!("two trees of partition {partition}"));
+        }
+        store.tombstones.insert(partition, tombstones);
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use super::*;
+use crate::merkle::MerkleTree;
 
 fn small(durability: Durability) -> StoreConfig {
     StoreConfig {
@@ -480,6 +481,130 @@ fn a_damaged_checkpoint_falls_back_to_a_scan() {
     assert_eq!(value_of(&s, 3, b"k").unwrap().1, b"v");
 }
 
+/// What the log replay after a checkpoint does to the saved trees, one case at a time: a
+/// write, an overwrite, a tombstone and its purge keep them exact without a rebuild; a
+/// partition drop and a key whose segment compaction deleted since rebuild that partition
+/// only.
+#[test]
+fn the_replay_after_a_checkpoint_keeps_the_saved_trees_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small(Durability::Never);
+    let (mut s, _) = open(dir.path(), config.clone());
+    for i in 0..60u32 {
+        s.put(i % 4, &i.to_le_bytes(), ValueKind::Value, &[i as u8; 20])
+            .unwrap();
+    }
+    s.put(0, b"old tombstone", ValueKind::Tombstone, b"t0")
+        .unwrap();
+    s.checkpoint().unwrap();
+    // After the checkpoint, then a crash: partitions 0 and 1 only see writes and purges.
+    s.put(0, b"new", ValueKind::Value, b"n").unwrap();
+    s.put(0, &0u32.to_le_bytes(), ValueKind::Tombstone, b"t")
+        .unwrap();
+    s.put(1, &1u32.to_le_bytes(), ValueKind::Value, b"over")
+        .unwrap();
+    s.put(1, b"new tombstone", ValueKind::Tombstone, b"t1")
+        .unwrap();
+    assert!(s.purge(0, b"old tombstone").unwrap());
+    assert!(s.purge(1, b"new tombstone").unwrap());
+    s.drop_partition(2).unwrap();
+    s.put(2, b"after the drop", ValueKind::Value, b"a").unwrap();
+    let roots: Vec<u64> = (0..4).map(|p| s.merkle_root(p)).collect();
+    let tombstones = s.stats().tombstones;
+    assert_eq!(tombstones, 1);
+    drop(s);
+    let (mut s, report) = open(dir.path(), config.clone());
+    assert!(report.trees_from_checkpoint, "{report:?}");
+    assert_eq!(report.trees_rebuilt, 1, "the dropped partition");
+    assert_eq!((0..4).map(|p| s.merkle_root(p)).collect::<Vec<_>>(), roots);
+    assert_eq!(s.stats().tombstones, tombstones);
+    assert_trees_are_rebuilt_equal(&mut s);
+
+    // Compaction after a checkpoint deletes segments whose entries it lists: their keys'
+    // entry hashes are gone with them, so those partitions are rebuilt.
+    s.checkpoint().unwrap();
+    for round in 0..4u8 {
+        for i in 0..8u32 {
+            s.put(3, &i.to_le_bytes(), ValueKind::Value, &[round; 120])
+                .unwrap();
+        }
+    }
+    drain(&mut s);
+    let roots: Vec<u64> = (0..4).map(|p| s.merkle_root(p)).collect();
+    drop(s);
+    let (mut s, report) = open(dir.path(), config);
+    assert!(
+        report.used_checkpoint && report.trees_from_checkpoint,
+        "{report:?}"
+    );
+    assert!(report.trees_rebuilt >= 1, "{report:?}");
+    assert_eq!((0..4).map(|p| s.merkle_root(p)).collect::<Vec<_>>(), roots);
+    assert_trees_are_rebuilt_equal(&mut s);
+}
+
+/// The saved trees have their own CRC: damage there costs a rebuild of the trees, never a
+/// wrong tree, and the index still comes from the checkpoint.
+#[test]
+fn a_byte_flip_in_the_saved_trees_is_detected_and_they_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path(), small(Durability::Never));
+    for i in 0..90u32 {
+        let kind = if i % 4 == 0 {
+            ValueKind::Tombstone
+        } else {
+            ValueKind::Value
+        };
+        s.put(i % 3, &i.to_le_bytes(), kind, &[i as u8; 30])
+            .unwrap();
+    }
+    let roots: Vec<u64> = (0..3).map(|p| s.merkle_root(p)).collect();
+    let tombstones = s.stats().tombstones;
+    s.close().unwrap();
+    let path = dir.path().join("index.ckpt");
+    let saved = std::fs::read(&path).unwrap();
+    // Header of 52 bytes, then 3 trees of 8212 bytes and their CRC.
+    let trees_end = 52 + 3 * 8212 + 4;
+    for at in [
+        52,
+        52 + 4,
+        52 + 12,
+        52 + 20 + 8 * 700,
+        52 + 8212 + 9,
+        trees_end - 1,
+    ] {
+        let mut bytes = saved.clone();
+        bytes[at] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let (s, report) = open(dir.path(), small(Durability::Never));
+        assert!(report.used_checkpoint, "flip at {at}: {report:?}");
+        assert!(!report.trees_from_checkpoint, "flip at {at}");
+        assert_eq!(report.trees_rebuilt, 3);
+        assert_eq!((0..3).map(|p| s.merkle_root(p)).collect::<Vec<_>>(), roots);
+        assert_eq!(s.stats().tombstones, tombstones);
+        drop(s);
+    }
+    // A flip in the tree count, which says where the index starts, refuses the whole
+    // checkpoint; so does a checkpoint of the version before trees were saved.
+    for (at, why) in [(48, "checksum"), (8, "version")] {
+        let mut bytes = saved.clone();
+        bytes[at] ^= 0x03;
+        std::fs::write(&path, &bytes).unwrap();
+        let (s, report) = open(dir.path(), small(Durability::Never));
+        assert!(!report.used_checkpoint);
+        let reason = report.checkpoint_rejected.unwrap_or_default();
+        assert!(reason.contains(why), "flip at {at}: {reason}");
+        assert_eq!((0..3).map(|p| s.merkle_root(p)).collect::<Vec<_>>(), roots);
+        drop(s);
+    }
+    // Untouched, the saved trees are taken.
+    std::fs::write(&path, &saved).unwrap();
+    let (s, report) = open(dir.path(), small(Durability::Never));
+    assert!(report.trees_from_checkpoint, "{report:?}");
+    assert_eq!(report.trees_rebuilt, 0);
+    assert_eq!((0..3).map(|p| s.merkle_root(p)).collect::<Vec<_>>(), roots);
+    assert_eq!(s.stats().tombstones, tombstones);
+}
+
 #[test]
 fn the_store_is_send() {
     fn is_send<T: Send>() {}
@@ -517,6 +642,7 @@ enum Op {
         budget: usize,
     },
     Sync,
+    Checkpoint,
     Reopen {
         clean: bool,
         forget_checkpoint: bool,
@@ -534,6 +660,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..8usize).prop_map(|nth| Op::DeleteHint { nth }),
         2 => (1..20_000usize).prop_map(|budget| Op::Compact { budget }),
         1 => Just(Op::Sync),
+        1 => Just(Op::Checkpoint),
         1 => (any::<bool>(), any::<bool>())
             .prop_map(|(clean, forget_checkpoint)| Op::Reopen { clean, forget_checkpoint }),
     ]
@@ -587,6 +714,11 @@ fn check_all(s: &Store, model: &Model, hints: &HintModel) {
     assert_eq!(seen, keys.len());
     let stats = s.stats();
     assert_eq!(stats.keys, model.len() as u64);
+    let tombstones = model
+        .values()
+        .filter(|(kind, _)| *kind == ValueKind::Tombstone)
+        .count();
+    assert_eq!(stats.tombstones, tombstones as u64);
     assert_eq!(stats.corrupt_records_skipped, 0);
     let by_key = model
         .iter()
@@ -655,6 +787,9 @@ fn run_model(ops: Vec<Op>) {
             Op::Sync => {
                 s.sync().unwrap();
             }
+            Op::Checkpoint => {
+                s.checkpoint().unwrap();
+            }
             Op::Reopen {
                 clean,
                 forget_checkpoint,
@@ -670,8 +805,10 @@ fn run_model(ops: Vec<Op>) {
                 let (reopened, report) = open(dir.path(), config.clone());
                 assert_eq!(report.corrupt_records, 0, "{report:?}");
                 assert_eq!(report.torn_tails, 0, "{report:?}");
+                assert_eq!(report.trees_from_checkpoint, report.used_checkpoint);
                 s = reopened;
                 check_all(&s, &model, &hints);
+                assert_trees_are_rebuilt_equal(&mut s);
             }
         }
         if let Op::Put { p, key, .. } | Op::Purge { p, key } = op {
@@ -691,11 +828,31 @@ fn run_model(ops: Vec<Op>) {
     check_all(&s, &model, &hints);
 }
 
+/// The trees and tombstone count the store holds are those a rebuild from its index makes.
+fn assert_trees_are_rebuilt_equal(s: &mut Store) {
+    let held: Vec<(u32, Option<MerkleTree>)> = s
+        .partitions()
+        .into_iter()
+        .map(|p| (p, s.merkle_tree(p).cloned()))
+        .collect();
+    let tombstones = s.stats().tombstones;
+    s.rebuild_merkle_trees();
+    let rebuilt: Vec<(u32, Option<MerkleTree>)> = s
+        .partitions()
+        .into_iter()
+        .map(|p| (p, s.merkle_tree(p).cloned()))
+        .collect();
+    assert_eq!(held, rebuilt);
+    assert_eq!(s.stats().tombstones, tombstones);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     /// Random operations with reopens (clean, unclean, with a stale checkpoint or none),
-    /// compaction slices, partition drops, purges and hints agree with a `BTreeMap`.
+    /// checkpoints, compaction slices, partition drops, purges and hints agree with a
+    /// `BTreeMap`; after every reopen the trees (taken from the checkpoint and kept through
+    /// the replay, or rebuilt) are those a rebuild from the index makes.
     #[test]
     fn the_store_agrees_with_a_btreemap(ops in proptest::collection::vec(op(), 1..250)) {
         run_model(ops);
