@@ -7,10 +7,12 @@
 //!
 //! [`ClientError::Server`]: super::ClientError::Server
 
+use std::time::{Duration, Instant};
+
 use super::{Client, Result};
 use crate::wire::{
-    self, AdminCommitReply, AdminJoinReply, ChangeKind, Message, PlanMove, PlanNode, StagedChange,
-    StatusNode,
+    self, AdminCommitReply, AdminJoinReply, ChangeKind, ErrorCode, Message, PlanMove, PlanNode,
+    StagedChange, StatusNode,
 };
 
 /// What committing the staged changes would do (`rotor admin plan`).
@@ -53,6 +55,11 @@ impl StatusInfo {
         self.moves.iter().filter(|m| m.done).count()
     }
 }
+
+/// How long an admin request refused with OVERLOADED is retried.
+pub const ADMIN_OVERLOADED_WAIT: Duration = Duration::from_secs(5);
+/// Pause between those retries.
+pub const ADMIN_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 
 impl Client {
     /// Makes the connected node (a new node started without seeds) join the cluster of
@@ -144,12 +151,26 @@ impl Client {
         })
     }
 
+    /// Sends an admin request to the seed node.
+    ///
+    /// Between opening its port and starting gossip a node refuses admin requests with
+    /// OVERLOADED ("the node is starting") before changing anything; such refusals are
+    /// retried every [`ADMIN_RETRY_INTERVAL`] for up to [`ADMIN_OVERLOADED_WAIT`], so that a
+    /// script may run `rotor admin` right after starting `rotord`.
     fn admin_call<T>(
         &mut self,
         message: &Message<'_>,
-        convert: impl FnOnce(Message<'_>) -> Option<T>,
+        convert: impl Fn(Message<'_>) -> Option<T>,
     ) -> Result<T> {
         let seed = self.seed;
-        self.call(seed, message, false, convert)
+        let deadline = Instant::now() + ADMIN_OVERLOADED_WAIT;
+        loop {
+            match self.call(seed, message, false, &convert) {
+                Err(e) if e.code() == Some(ErrorCode::Overloaded) && Instant::now() < deadline => {
+                    std::thread::sleep(ADMIN_RETRY_INTERVAL);
+                }
+                answer => return answer,
+            }
+        }
     }
 }

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use crate::wire::{self, ErrorCode, ErrorReply, Message};
 
-pub use admin::{PlanInfo, StatusInfo};
+pub use admin::{PlanInfo, StatusInfo, ADMIN_OVERLOADED_WAIT, ADMIN_RETRY_INTERVAL};
 use conn::Connection;
 pub use error::{ClientError, Result};
 pub use topology::{NodeEntry, Owner, Route, Topology};

@@ -31,6 +31,8 @@ struct Fake {
     dead: Mutex<Option<SocketAddr>>,
     ports: Mutex<Vec<u16>>,
     common: Mutex<Option<SocketAddr>>,
+    /// ADMIN_CLEAR requests still to be refused as a starting node refuses them.
+    starting_refusals: AtomicU64,
 }
 
 const Q: u32 = 8;
@@ -221,6 +223,25 @@ fn answer(fake: &Fake, port: Option<u16>, id: u32, message: &Message<'_>, out: &
             }]
             .into(),
         })),
+        Message::AdminClear(_) => {
+            let refuse = fake
+                .starting_refusals
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if refuse {
+                send(Message::Error(ErrorReply {
+                    code: ErrorCode::Overloaded,
+                    answered: 0,
+                    needed: 0,
+                    ring_epoch: 0,
+                    message: "the node is starting",
+                }))
+            } else {
+                send(Message::AdminClearReply(crate::wire::AdminClearReply {
+                    cleared: 2,
+                }))
+            }
+        }
         _ => {}
     }
 }
@@ -334,6 +355,21 @@ fn errors_carry_code_counts_and_indeterminacy() {
         client.get(&too_long),
         Err(ClientError::Invalid(_))
     ));
+}
+
+#[test]
+fn admin_requests_refused_by_a_starting_node_are_retried() {
+    let (fake, addr) = start(2);
+    let mut client = Client::connect(addr).unwrap();
+    fake.starting_refusals.store(3, Ordering::SeqCst);
+    assert_eq!(client.admin_clear().unwrap(), 2);
+    assert_eq!(fake.starting_refusals.load(Ordering::SeqCst), 0);
+    // A node that stays overloaded is reported once the wait is over.
+    fake.starting_refusals.store(u64::MAX, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let err = client.admin_clear().unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Overloaded));
+    assert!(started.elapsed() >= ADMIN_OVERLOADED_WAIT);
 }
 
 #[test]

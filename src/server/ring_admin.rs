@@ -682,6 +682,11 @@ impl Cluster {
             ));
         }
         let local = self.local_node();
+        // Before gossip has started this node cannot describe itself to the cluster: refuse
+        // before anything changes, so that the caller may simply retry.
+        let Some(member) = self.local_member() else {
+            return Err(Refusal::new(ErrorCode::Overloaded, "the node is starting"));
+        };
         let (sender, receiver) = glommio::channels::local_channel::new_bounded(1);
         let request_id = self.admin_state()?.borrow_mut().start_join(local, sender)?;
         self.send_ring_state_request(LinkKey::Seed(seed.clone()), request_id);
@@ -700,9 +705,6 @@ impl Cluster {
                     format!("no ring state from the seed {seed}"),
                 ));
             }
-        };
-        let Some(member) = self.local_member() else {
-            return Err(Refusal::new(ErrorCode::Overloaded, "the node is starting"));
         };
         self.admin_state()?
             .borrow_mut()
